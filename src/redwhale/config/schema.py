@@ -1,0 +1,79 @@
+"""The run config: one YAML file describes a whole adaptation run.
+
+Each phase reads its own section; ``redwhale config reference`` prints every field with its default and a one-line
+description (``configs/reference.yaml`` is that output, kept in sync by a test).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from redwhale.config.base import PathField, Section
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class ModelSection(Section):
+    """The base model to adapt."""
+
+    base: str = Field(
+        "smollm2-135m",
+        description="base model: Hub id, local Hugging Face folder, .gguf file, or the alias smollm2-135m",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when base is a Hub id")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype when loading: auto = bfloat16 on a GPU that supports it, float32 on CPU"
+    )
+    trust_remote_code: bool = Field(False, description="run model code shipped with a Hub repo (off: safe by default)")
+    cache_dir: PathField | None = Field(
+        None, description="cache for GGUF conversions (default: $XDG_CACHE_HOME/redwhale or ~/.cache/redwhale)"
+    )
+
+
+class CorpusInput(Section):
+    """One source of raw text."""
+
+    path: str = Field(description="file, folder, glob, or Hugging Face dataset id (with format: hf)")
+    format: Literal["auto", "jsonl", "parquet", "text", "hf"] = Field(
+        "auto", description="auto = from the file extension (.jsonl/.json/.gz, .parquet, .txt)"
+    )
+    text_field: str = Field("text", description="JSONL/Parquet/HF column that holds the text")
+    split: str = Field("train", description="dataset split, for format: hf")
+    limit: int | None = Field(None, ge=1, description="read at most this many documents from this source (documents)")
+
+
+class CorpusSection(Section):
+    """Where the Korean training text comes from."""
+
+    inputs: list[CorpusInput] = Field(
+        default_factory=list, description="raw text sources, read in order (at least one for a run)"
+    )
+    english: list[CorpusInput] = Field(
+        default_factory=list, description="optional English text for replay in training and for English evaluation"
+    )
+
+
+class RunConfig(Section):
+    """A whole run: every phase, from raw corpus to evaluated model and report."""
+
+    name: str = Field("run", description="run name; outputs go to <run_dir>/<name>/")
+    run_dir: PathField = Field("runs", description="parent folder of run folders")
+    seed: int = Field(0, ge=0, description="seed for every random choice (splits, init, data order)")
+    model: ModelSection = Field(default_factory=ModelSection, description="the base model")
+    corpus: CorpusSection = Field(default_factory=CorpusSection, description="raw text sources")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a valid run name (letters, digits, '.', '_', '-'; at most 100)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> RunConfig:
+        if self.model.revision is not None and (self.model.base.endswith(".gguf") or self.model.base == "smollm2-135m"):
+            raise ValueError("model.revision applies to Hub ids only, not to a .gguf file or an alias")
+        return self

@@ -1,0 +1,26 @@
+"""Logging set-up for the command line: one line per record on stderr, quiet third-party loggers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+_NOISY = ("urllib3", "filelock", "fsspec", "datasets", "matplotlib", "PIL", "httpx", "httpcore", "asyncio")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Route ``redwhale`` logs to stderr at ``level``; third-party libraries at WARNING."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("redwhale").setLevel(level)
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error() if level > logging.DEBUG else hf_logging.set_verbosity_warning()
+    except ImportError:
+        pass

@@ -1,0 +1,67 @@
+"""The command line: thin commands, one-line errors, non-zero exits."""
+
+import subprocess
+import sys
+
+import pytest
+
+from redwhale.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_commands_with_one_line_each(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("config", "model", "demo"):
+        assert command in out
+
+
+def test_console_script_runs():
+    result = subprocess.run([sys.executable, "-m", "redwhale", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("redwhale ")
+
+
+def test_config_typo_is_one_line_and_nonzero(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("name: t\nmodel:\n  bsae: gpt2\n")
+    code, out, err = run(capsys, "config", "validate", str(cfg))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "model.bsae" in lines[0] and "'base'" in lines[0]
+    assert "Traceback" not in err
+
+
+def test_config_validate_and_show(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("name: demo\n")
+    assert run(capsys, "config", "validate", str(cfg))[0] == 0
+    code, out, _ = run(capsys, "config", "show", str(cfg))
+    assert code == 0 and "name: demo" in out and "trust_remote_code: false" in out
+
+
+def test_missing_model_is_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "model", "convert", "./no-such-model", "--out", str(tmp_path / "o"))
+    assert code == 2 and err.strip().count("\n") == 0 and "model not found" in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("seed: x\n")
+    with pytest.raises(Exception) as info:
+        main(["--debug", "config", "validate", str(cfg)])
+    assert "seed" in str(info.value)
+
+
+def test_corrupt_gguf_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\0\0\0" + b"\xff" * 20)
+    code, _, err = run(
+        capsys, "model", "convert", str(bad), "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")
+    )
+    assert code == 2 and "corrupt or truncated GGUF" in err and err.strip().count("\n") == 0

@@ -1,0 +1,56 @@
+"""Atomic writes, run directories and phase markers."""
+
+import json
+
+import pytest
+
+from redwhale.rundir import RunDir, atomic_dir, atomic_write_json, stable_hash
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "out" / "data.json"
+    atomic_write_json(target, {"한국어": 1})
+    assert json.loads(target.read_text(encoding="utf-8")) == {"한국어": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["data.json"]
+
+
+def test_atomic_dir_keeps_the_old_result_when_the_block_fails(tmp_path):
+    final = tmp_path / "phase"
+    with atomic_dir(final) as tmp:
+        (tmp / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
+        (tmp / "a.txt").write_text("second")
+        raise RuntimeError("interrupted")
+    assert (final / "a.txt").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phase"]
+
+
+def test_stable_hash_ignores_key_order_and_sees_values():
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+def test_phase_commit_skip_and_redo(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert not run.is_done("tokenizer", "h1")
+    work = run.partial("tokenizer", "h1")
+    (work / "tokenizer.json").write_text("{}")
+    run.commit("tokenizer", "h1", {"tokens": 3})
+    assert run.is_done("tokenizer", "h1")
+    assert not run.is_done("tokenizer", "h2")
+    assert run.marker("tokenizer").summary == {"tokens": 3}
+    assert (run.path("tokenizer") / "tokenizer.json").is_file()
+    assert not (tmp_path / "run" / "tokenizer.partial").exists()
+
+
+def test_partial_work_survives_a_restart_only_with_the_same_hash(tmp_path):
+    run = RunDir(tmp_path / "run")
+    (run.partial("train", "h1") / "checkpoint").write_text("step 10")
+    assert (run.partial("train", "h1") / "checkpoint").read_text() == "step 10"
+    assert not (run.partial("train", "h2") / "checkpoint").exists()
+
+
+def test_a_phase_without_marker_is_not_done(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path("prepare").mkdir(parents=True)
+    assert run.marker("prepare") is None and not run.is_done("prepare", "x")
