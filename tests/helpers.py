@@ -104,6 +104,9 @@ def train_tiny_sentencepiece(out: Path, vocab_size: int = 450) -> Path:
         eos_id=2,
         pad_id=-1,
         add_dummy_prefix=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        split_digits=True,
         minloglevel=2,
     )
     text.unlink()

@@ -6,34 +6,16 @@ that ``konlpy`` ships. Run ``redwhale demo``.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from pathlib import Path
 
-from redwhale.errors import DataError
+from redwhale.corpus.bundled import konlpy_texts
 
 log = logging.getLogger(__name__)
 
 ALIAS = "smollm2-135m"
 ENGLISH_PROMPT = "The capital of France is"
-
-
-def konlpy_corpus_dir() -> Path:
-    """The folder of Korean text files shipped by konlpy (the constitution and ten bills), located without importing
-    konlpy (its import starts a JVM)."""
-    spec = importlib.util.find_spec("konlpy")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the demo corpus needs konlpy: pip install konlpy")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "corpus"
-    if not folder.is_dir():
-        raise DataError(f"konlpy is installed but has no corpus folder at {folder}")
-    return folder
-
-
-def konlpy_texts() -> list[str]:
-    """Every Korean text file konlpy ships, one string each."""
-    return [path.read_text(encoding="utf-8") for path in sorted(konlpy_corpus_dir().rglob("*.txt"))]
 
 
 def run_demo(cache_dir: str | Path | None = None) -> dict[str, float | str]:

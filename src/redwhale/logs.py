@@ -18,6 +18,13 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("redwhale").setLevel(level)
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
+    try:  # datatrove logs through loguru, to stderr at DEBUG by default: keep only its warnings
+        from loguru import logger as loguru_logger
+
+        loguru_logger.remove()
+        loguru_logger.add(sys.stderr, level="DEBUG" if level <= logging.DEBUG else "WARNING")
+    except ImportError:
+        pass
     try:
         from transformers.utils import logging as hf_logging
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from redwhale.config.base import PathField, Section
+from redwhale.tokenizer.scripts import SCRIPTS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -54,6 +55,49 @@ class CorpusSection(Section):
     english: list[CorpusInput] = Field(
         default_factory=list, description="optional English text for replay in training and for English evaluation"
     )
+    text_unit: Literal["file", "paragraph", "line"] = Field(
+        "paragraph", description="for plain-text inputs: one document per file, per blank-line paragraph, or per line"
+    )
+    heldout_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="share of documents held out (by a hash of their text) for measurements"
+    )
+
+
+SCRIPT_NAMES = tuple(SCRIPTS)
+DEFAULT_SIZES = [8000, 12000, 16000, 20000, 24000, 28000, 32000, 36000, 40000]
+
+
+class TokenizerSection(Section):
+    """Training the new-language tokenizer, the vocabulary-size sweep and the merge into the base tokenizer."""
+
+    script: Literal[SCRIPT_NAMES] = Field(  # type: ignore[valid-type]
+        "hangul", description="writing system of the new language; only tokens proving it are added"
+    )
+    sizes: list[int] = Field(
+        default_factory=lambda: list(DEFAULT_SIZES),
+        description="vocabulary sizes to sweep (tokens of the new tokenizer)",
+    )
+    size: int | Literal["auto"] = Field("auto", description="size to merge: auto = the knee of the sweep (tokens)")
+    train_on: Literal["script_words", "all_text"] = Field(
+        "script_words", description="train on the words holding the script (others would be dropped at the merge)"
+    )
+    min_frequency: int = Field(2, ge=1, description="minimum count of a pair to be merged in training (occurrences)")
+    heldout_max_chars: int = Field(
+        2_000_000, ge=1000, description="held-out text used to measure each size, at most (characters)"
+    )
+    pad_to_multiple_of: int | None = Field(
+        64, ge=1, description="pad the merged vocabulary with reserved tokens to a multiple of this (tokens); null = no"
+    )
+
+    @model_validator(mode="after")
+    def _sizes_are_sane(self) -> TokenizerSection:
+        if not self.sizes:
+            raise ValueError("tokenizer.sizes: at least one size")
+        if min(self.sizes) <= 256:
+            raise ValueError("tokenizer.sizes: every size must exceed the 256 byte symbols")
+        if isinstance(self.size, int) and self.size <= 256:
+            raise ValueError("tokenizer.size: must exceed the 256 byte symbols")
+        return self
 
 
 class RunConfig(Section):
@@ -64,6 +108,7 @@ class RunConfig(Section):
     seed: int = Field(0, ge=0, description="seed for every random choice (splits, init, data order)")
     model: ModelSection = Field(default_factory=ModelSection, description="the base model")
     corpus: CorpusSection = Field(default_factory=CorpusSection, description="raw text sources")
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="new tokenizer and merge")
 
     @field_validator("name")
     @classmethod

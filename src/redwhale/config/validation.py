@@ -65,7 +65,9 @@ def format_errors(model: type[BaseModel], exc: ValidationError) -> list[str]:
             wanted = sorted({_expected(e) for e in errors})
             messages.append(f"{path}: got {_show(first.get('input'))}, expected {' or '.join(wanted)}")
         else:
-            messages.append(f"{path}: {_message(first)}")
+            message = _message(first)
+            same_field = path != "(top level)" and message.startswith((path + ".", path + ":"))
+            messages.append(message if same_field else f"{path}: {message}")
     return messages
 
 

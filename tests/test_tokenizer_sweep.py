@@ -1,0 +1,182 @@
+"""The vocabulary sweep, the tokenizer commands end to end, and bad input."""
+
+import json
+import random
+
+import pytest
+
+from helpers import ENGLISH_LINES, KOREAN_LINES
+from redwhale.cli import main
+from redwhale.config.schema import CorpusInput, TokenizerSection
+from redwhale.errors import DataError, TokenizerError
+from redwhale.tokenizer.commands import sweep_command, train_command
+from redwhale.tokenizer.sweep import SweepRow, knee
+
+
+def write_jsonl(path, texts, bad_lines=()):
+    with open(path, "w", encoding="utf-8") as handle:
+        for text in texts:
+            handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+        for line in bad_lines:
+            handle.write(line + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def korean_jsonl(tmp_path_factory):
+    rng = random.Random(1)
+    words = sorted({w for line in KOREAN_LINES for w in line.split()})
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(1500)]
+    return write_jsonl(tmp_path_factory.mktemp("corpus") / "ko.jsonl", docs + ENGLISH_LINES)
+
+
+def row(size, rec, ric):
+    return SweepRow(size, 0, 0, rec, ric, 0.0, 0, 0, 1.0, 1.0)
+
+
+def test_knee_is_the_point_farthest_below_the_chord():
+    rows = [row(8, 1.1, 0.40), row(12, 1.2, 0.26), row(16, 1.3, 0.24), row(20, 1.4, 0.23), row(24, 1.5, 0.225)]
+    assert knee(rows) == 12
+    rows = [row(8, 1.1, 0.40), row(12, 1.2, 0.35), row(16, 1.3, 0.30), row(20, 1.4, 0.25)]
+    assert knee(rows) in (8, 12, 16, 20)  # a straight line has no knee; any choice is on the chord
+
+
+def test_sweep_writes_its_table_and_plot(tmp_path, korean_jsonl, bpe_tokenizer_dir):
+    section = TokenizerSection(sizes=[400, 600, 800, 1000], min_frequency=1)
+    result = sweep_command(
+        str(bpe_tokenizer_dir), [CorpusInput(path=str(korean_jsonl))], section, tmp_path / "s", heldout_fraction=0.1
+    )
+    rows = result["rows"]
+    assert [r["size"] for r in rows] == [400, 600, 800, 1000]
+    assert all(a["rec"] < b["rec"] for a, b in zip(rows, rows[1:]))
+    assert all(a["ric"] >= b["ric"] for a, b in zip(rows, rows[1:]))
+    assert rows[-1]["ric"] < 0.5 and rows[-1]["chars_per_token"] > rows[0]["chars_per_token"]
+    assert result["chosen_size"] in (400, 600, 800, 1000)
+    for name in ("sweep.json", "sweep.md", "sweep.png"):
+        assert (tmp_path / "s" / name).stat().st_size > 100
+    assert (tmp_path / "s" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["input"]["documents"] == 1500 + len(ENGLISH_LINES)
+
+
+def test_malformed_lines_are_counted_and_the_run_goes_on(tmp_path, korean_jsonl, bpe_tokenizer_dir):
+    corpus = tmp_path / "mixed.jsonl"
+    corpus.write_bytes(korean_jsonl.read_bytes() + b'{"text": "\xff\xfe broken"}\nnot json\n[1, 2]\n{"body": "x"}\n')
+    report = train_command(
+        str(bpe_tokenizer_dir),
+        [CorpusInput(path=str(corpus))],
+        TokenizerSection(size=500, min_frequency=1),
+        tmp_path / "tok",
+    )
+    assert report["input"]["malformed"] == {
+        "invalid UTF-8": 1,
+        "invalid JSON": 1,
+        "not a JSON object": 1,
+        "no string field 'text'": 1,
+    }
+    assert report["input"]["examples"][0].endswith(f"mixed.jsonl:{1500 + len(ENGLISH_LINES) + 1}: invalid UTF-8")
+    assert (tmp_path / "tok" / "tokenizer.json").is_file()
+
+
+def test_empty_corpus_is_refused(tmp_path, bpe_tokenizer_dir):
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
+    with pytest.raises(DataError, match="empty"):
+        train_command(
+            str(bpe_tokenizer_dir), [CorpusInput(path=str(empty))], TokenizerSection(size=500), tmp_path / "t"
+        )
+    assert not (tmp_path / "t").exists()
+
+
+def test_corpus_without_korean_is_refused(tmp_path, bpe_tokenizer_dir):
+    english = write_jsonl(tmp_path / "en.jsonl", ENGLISH_LINES * 5)
+    with pytest.raises(DataError, match="no hangul text"):
+        train_command(
+            str(bpe_tokenizer_dir), [CorpusInput(path=str(english))], TokenizerSection(size=500), tmp_path / "t"
+        )
+
+
+def test_a_size_that_adds_nothing_is_refused(tmp_path, bpe_tokenizer_dir):
+    known = write_jsonl(tmp_path / "known.jsonl", [f"{KOREAN_LINES[0]} {i}" for i in range(200)])  # the base knows it
+    with pytest.raises(TokenizerError, match="adds no token"):
+        sweep_command(
+            str(bpe_tokenizer_dir),
+            [CorpusInput(path=str(known))],
+            TokenizerSection(sizes=[258, 300], min_frequency=1),
+            tmp_path / "s",
+            heldout_fraction=0.3,
+        )
+
+
+def test_missing_corpus_file_is_an_error(tmp_path, bpe_tokenizer_dir):
+    with pytest.raises(DataError, match="not found"):
+        train_command(
+            str(bpe_tokenizer_dir),
+            [CorpusInput(path=str(tmp_path / "nope.jsonl"))],
+            TokenizerSection(size=500),
+            tmp_path / "t",
+        )
+
+
+def test_cli_train_merge_sweep(tmp_path, capsys, korean_jsonl, bpe_tokenizer_dir):
+    base = str(bpe_tokenizer_dir)
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--base",
+                base,
+                "--corpus",
+                str(korean_jsonl),
+                "--size",
+                "600",
+                "--min-frequency",
+                "1",
+                "--out",
+                str(tmp_path / "ko"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["tokenizer", "merge", "--base", base, "--new", str(tmp_path / "ko"), "--out", str(tmp_path / "merged")])
+        == 0
+    )
+    report = json.loads((tmp_path / "merged" / "merge_report.json").read_text())
+    assert report["audit"]["dead_tokens"] == 0 and report["merged_size"] % 64 == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "sweep",
+                "--base",
+                base,
+                "--corpus",
+                str(korean_jsonl),
+                "--sizes",
+                "400,700",
+                "--out",
+                str(tmp_path / "sweep"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "chosen size" in out and (tmp_path / "sweep" / "sweep.png").is_file()
+    assert (
+        main(
+            [
+                "tokenizer",
+                "sweep",
+                "--base",
+                base,
+                "--corpus",
+                str(korean_jsonl),
+                "--sizes",
+                "4k",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
+    assert "--sizes" in capsys.readouterr().err
