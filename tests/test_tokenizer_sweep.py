@@ -2,6 +2,7 @@
 
 import json
 import random
+from itertools import pairwise
 
 import pytest
 
@@ -48,8 +49,8 @@ def test_sweep_writes_its_table_and_plot(tmp_path, korean_jsonl, bpe_tokenizer_d
     )
     rows = result["rows"]
     assert [r["size"] for r in rows] == [400, 600, 800, 1000]
-    assert all(a["rec"] < b["rec"] for a, b in zip(rows, rows[1:]))
-    assert all(a["ric"] >= b["ric"] for a, b in zip(rows, rows[1:]))
+    assert all(a["rec"] < b["rec"] for a, b in pairwise(rows))
+    assert all(a["ric"] >= b["ric"] for a, b in pairwise(rows))
     assert rows[-1]["ric"] < 0.5 and rows[-1]["chars_per_token"] > rows[0]["chars_per_token"]
     assert result["chosen_size"] in (400, 600, 800, 1000)
     for name in ("sweep.json", "sweep.md", "sweep.png"):
