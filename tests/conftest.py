@@ -62,3 +62,19 @@ def tiny_gguf(fixtures_dir, tied_llama_dir) -> Path:
     from helpers import write_tiny_gguf
 
     return write_tiny_gguf(tied_llama_dir, fixtures_dir / "tiny-llama.Q8_0.gguf")
+
+
+@pytest.fixture(scope="session")
+def merged_tokenizer_dir(fixtures_dir, bpe_tokenizer_dir) -> Path:
+    """The tiny BPE base merged with a Korean tokenizer trained on the fixture lines (padded to 64)."""
+    from helpers import KOREAN_LINES
+    from redwhale.tokenizer.base import load_base
+    from redwhale.tokenizer.merge import merge_tokenizers
+    from redwhale.tokenizer.scripts import SCRIPTS
+    from redwhale.tokenizer.train import train_new
+
+    _, base = load_base(str(bpe_tokenizer_dir))
+    train_new(KOREAN_LINES * 3, base, 700, SCRIPTS["hangul"], fixtures_dir / "ko-bpe", "script_words", 1)
+    out = fixtures_dir / "merged"
+    merge_tokenizers(str(bpe_tokenizer_dir), fixtures_dir / "ko-bpe", out, "hangul", 64)
+    return out

@@ -100,6 +100,27 @@ class TokenizerSection(Section):
         return self
 
 
+INIT_METHODS = ("random", "mean", "decomposition", "weighted", "eeve", "calibrated")
+
+
+class ExtendSection(Section):
+    """Growing the model to the merged vocabulary and initialising the new rows."""
+
+    init: Literal[INIT_METHODS] = Field(  # type: ignore[valid-type]
+        "calibrated", description="init of new rows: random, mean, decomposition, weighted, eeve, calibrated"
+    )
+    compare: list[Literal[INIT_METHODS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["random", "mean", "decomposition", "weighted", "calibrated"],
+        description="methods measured side by side before training (empty: skip the comparison)",
+    )
+    calibration_chars: int = Field(
+        30_000, ge=1000, description="training text whose hidden states fit the calibrated offsets (characters)"
+    )
+    eval_chars: int = Field(
+        20_000, ge=1000, description="held-out text per language for the init comparison (characters)"
+    )
+
+
 class RunConfig(Section):
     """A whole run: every phase, from raw corpus to evaluated model and report."""
 
@@ -109,6 +130,7 @@ class RunConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection, description="the base model")
     corpus: CorpusSection = Field(default_factory=CorpusSection, description="raw text sources")
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="new tokenizer and merge")
+    extend: ExtendSection = Field(default_factory=ExtendSection, description="model extension and init")
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,158 @@
+"""Bits per byte: a loss that does not depend on the tokenizer.
+
+``bpb = (sum over documents of the negative log-likelihood of their tokens, in bits) / (their UTF-8 bytes)``.
+
+Each document is scored on its own: it is prefixed with the tokenizer's BOS token (its EOS when it has no BOS) and
+every one of its tokens is predicted, so a model with a merged tokenizer and the base model with its own tokenizer
+are scored on exactly the same bytes. A document longer than the window is scored in overlapping windows: each window
+scores only tokens not scored before and gives them up to ``window - stride`` tokens of context.
+
+Windows are batched by length (longest first), and the LM head is applied in chunks of positions, so the
+``positions x vocabulary`` logits never exist at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from redwhale.errors import DataError
+
+
+@dataclass
+class BpbResult:
+    bits_per_byte: float
+    nll_bits: float
+    bytes: int
+    tokens: int
+    documents: int
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.bytes / max(self.tokens, 1)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "bits_per_byte": self.bits_per_byte,
+            "nll_bits": self.nll_bits,
+            "bytes": self.bytes,
+            "tokens": self.tokens,
+            "documents": self.documents,
+        }
+
+
+def prefix_token_id(tokenizer) -> int:
+    """The id each document starts from: BOS, else EOS."""
+    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    raise DataError("the tokenizer has neither a BOS nor an EOS token to start documents from")
+
+
+@dataclass
+class _Window:
+    ids: list[int]
+    score_from: int  # positions >= score_from (as targets) are scored
+
+
+def _windows(ids: list[int], window: int, stride: int) -> list[_Window]:
+    """Split a prefixed document into windows; targets are positions 1..n-1, each scored exactly once."""
+    if len(ids) <= window:
+        return [_Window(ids, 1)]
+    out = []
+    scored_to = 1  # next target position to score
+    start = 0
+    while scored_to < len(ids):
+        end = min(start + window, len(ids))
+        out.append(_Window(ids[start:end], scored_to - start))
+        scored_to = end
+        if end == len(ids):
+            break
+        start = end - (window - stride)
+    return out
+
+
+def document_windows(tokenizer, texts: Sequence[str], window: int, stride: int) -> tuple[list[_Window], int, int]:
+    """Tokenise documents (prefixed), cut them into windows; also return total bytes and scored tokens."""
+    prefix = prefix_token_id(tokenizer)
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    windows: list[_Window] = []
+    total_bytes = 0
+    tokens = 0
+    for text, ids in zip(texts, encoded, strict=True):
+        if not text:
+            continue
+        total_bytes += len(text.encode("utf-8"))
+        tokens += len(ids)
+        windows.extend(_windows([prefix, *ids], window, stride))
+    return windows, total_bytes, tokens
+
+
+def _head_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.float()
+
+
+@torch.no_grad()
+def window_nll(
+    model, windows: list[_Window], batch_tokens: int = 4096, head_chunk: int = 1024, pad_id: int = 0
+) -> float:
+    """Sum of negative log-likelihoods (nats) of the scored targets of every window."""
+    device = next(model.parameters()).device
+    backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
+    total = 0.0
+    i = 0
+    while i < len(order):
+        longest = len(windows[order[i]].ids)
+        per_batch = max(1, batch_tokens // longest)
+        batch = [windows[j] for j in order[i : i + per_batch]]
+        i += per_batch
+        ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, w in enumerate(batch):
+            ids[row, : len(w.ids)] = torch.tensor(w.ids)
+            mask[row, : len(w.ids)] = 1
+        hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        rows, cols, targets = [], [], []
+        for row, w in enumerate(batch):
+            for pos in range(max(w.score_from, 1), len(w.ids)):
+                rows.append(row)
+                cols.append(pos - 1)
+                targets.append(w.ids[pos])
+        if not targets:
+            continue
+        gathered = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+        target = torch.tensor(targets, device=device)
+        for start in range(0, len(targets), head_chunk):
+            logits = _head_logits(model, gathered[start : start + head_chunk])
+            total += torch.nn.functional.cross_entropy(
+                logits, target[start : start + head_chunk], reduction="sum"
+            ).item()
+    return total
+
+
+def bits_per_byte(
+    model, tokenizer, texts: Sequence[str], window: int = 1024, stride: int = 512, batch_tokens: int = 4096
+) -> BpbResult:
+    """Bits per UTF-8 byte of ``texts`` under ``model`` with ``tokenizer`` (each document from BOS/EOS)."""
+    texts = [t for t in texts if t]
+    if not texts:
+        raise DataError("no text to score")
+    if not 0 < stride <= window:
+        raise ValueError("stride must be in (0, window]")
+    windows, total_bytes, tokens = document_windows(tokenizer, texts, window, stride)
+    was_training = model.training
+    model.eval()
+    try:
+        nll = window_nll(model, windows, batch_tokens, pad_id=tokenizer.pad_token_id or 0)
+    finally:
+        model.train(was_training)
+    bits = nll / math.log(2)
+    return BpbResult(bits / total_bytes, bits, total_bytes, tokens, len(texts))

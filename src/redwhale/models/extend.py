@@ -1,0 +1,203 @@
+"""``redwhale model extend``: grow a model to a merged vocabulary and initialise the new rows.
+
+The input embeddings and the LM head are resized to the merged tokenizer (a tied model stays tied, an untied head
+gets its own rows); every base row is left bit-identical; the new rows are set by one of the methods of
+:mod:`redwhale.models.init`. The output is a plain Hugging Face folder (safetensors, ``vocab_size`` updated, the merged
+tokenizer, a generation config, and ``init_report.json``) that ``AutoModelForCausalLM`` loads without redwhale.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from redwhale.errors import RedwhaleError, TokenizerError
+from redwhale.models.init import calibrate, decompose, initial_rows
+from redwhale.rundir import atomic_dir, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def is_tied(model) -> bool:
+    head = model.get_output_embeddings()
+    return head is not None and head.weight is model.get_input_embeddings().weight
+
+
+def check_vocabularies(base_tokenizer, merged_tokenizer, model) -> None:
+    """The merged tokenizer must keep every base token at its id and add at least one token."""
+    base_vocab = base_tokenizer.get_vocab()
+    merged_vocab = merged_tokenizer.get_vocab()
+    moved = [t for t, i in base_vocab.items() if merged_vocab.get(t) != i]
+    if moved:
+        raise TokenizerError(
+            f"the tokenizer is not a superset of the model's: {len(moved)} base tokens are missing or moved "
+            f"(e.g. {moved[:3]}); merge it with `redwhale tokenizer merge` first"
+        )
+    if len(merged_tokenizer) <= len(base_tokenizer):
+        raise TokenizerError(
+            f"the tokenizer does not extend the model's vocabulary ({len(merged_tokenizer)} tokens, the base has "
+            f"{len(base_tokenizer)})"
+        )
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows < len(base_tokenizer):
+        raise TokenizerError(f"the model has {rows} embedding rows but its tokenizer {len(base_tokenizer)} tokens")
+
+
+def new_token_strings(merged_tokenizer, start: int) -> list[str | None]:
+    """The vocabulary strings of the new ids (None for special tokens such as reserved padding)."""
+    backend = merged_tokenizer.backend_tokenizer
+    specials = {t.content for t in getattr(merged_tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    tokens = []
+    for token_id in range(start, len(merged_tokenizer)):
+        token = backend.id_to_token(token_id)
+        tokens.append(None if token is None or token in specials else token)
+    return tokens
+
+
+def count_tokens(tokenizer, texts: Sequence[str], batch: int = 1000) -> torch.Tensor:
+    """How often each id occurs when ``texts`` are tokenised."""
+    counts = torch.zeros(len(tokenizer), dtype=torch.float64)
+    for start in range(0, len(texts), batch):
+        for ids in tokenizer(list(texts[start : start + batch]), add_special_tokens=False)["input_ids"]:
+            if ids:
+                counts += torch.bincount(torch.tensor(ids), minlength=len(tokenizer)).double()
+    return counts
+
+
+def extend(
+    model,
+    base_tokenizer,
+    merged_tokenizer,
+    method: str,
+    *,
+    calibration_texts: Sequence[str] = (),
+    counts: torch.Tensor | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Resize ``model`` to ``merged_tokenizer`` in place and initialise the new rows by ``method``.
+
+    ``calibrated`` needs ``calibration_texts`` (a sample of training text: its hidden states fit the offsets) and
+    uses ``counts`` (token counts over the training text, by id) for the frequency feature; without ``counts`` the
+    sample is counted."""
+    check_vocabularies(base_tokenizer, merged_tokenizer, model)
+    started = time.perf_counter()
+    base_size, merged_size = len(base_tokenizer), len(merged_tokenizer)
+    tied = is_tied(model)
+    tokens = new_token_strings(merged_tokenizer, base_size)
+    pieces = decompose(base_tokenizer.backend_tokenizer, tokens)
+    embed = model.get_input_embeddings().weight.detach()[:base_size].clone()
+    head = None if tied else model.get_output_embeddings().weight.detach()[:base_size].clone()
+    std = float(getattr(model.config, "initializer_range", 0.0) or embed.float().std())
+    generator = torch.Generator().manual_seed(seed)
+    new_in, new_out = initial_rows(method, embed, head, pieces, std, generator)
+
+    rows = max(merged_size, model.get_input_embeddings().weight.shape[0])
+    model.resize_token_embeddings(rows, mean_resizing=False)
+    with torch.no_grad():
+        weight = model.get_input_embeddings().weight
+        weight[base_size:merged_size] = new_in.to(weight.dtype)
+        if not tied:
+            out_weight = model.get_output_embeddings().weight
+            out_weight[base_size:merged_size] = new_out.to(out_weight.dtype)
+    if tied:
+        model.tie_weights()
+        if not is_tied(model):
+            raise RedwhaleError("the LM head came untied while resizing")
+    report: dict[str, Any] = {
+        "method": method,
+        "tied": tied,
+        "base_vocab": base_size,
+        "merged_vocab": merged_size,
+        "rows": rows,
+        "new_tokens": merged_size - base_size,
+        "reserved_tokens": sum(t is None for t in tokens),
+        "mean_pieces": sum(len(p) for p in pieces if p) / max(sum(1 for p in pieces if p), 1),
+    }
+    if method == "calibrated":
+        if counts is None:
+            counts = count_tokens(merged_tokenizer, list(calibration_texts))
+        report["calibration"] = calibrate(
+            model, merged_tokenizer, list(calibration_texts), counts[base_size:merged_size], pieces, base_size
+        ).as_dict()
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def save_extended(model, tokenizer, out: Path, report: dict[str, Any]) -> Path:
+    """Write a plain Hugging Face folder (atomically)."""
+    from transformers import GenerationConfig
+
+    model.config.vocab_size = model.get_input_embeddings().weight.shape[0]
+    if model.generation_config is None:
+        model.generation_config = GenerationConfig.from_model_config(model.config)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "init_report.json", report)
+    return out
+
+
+def calibration_data(
+    tokenizer, texts: Iterable[str], sample_chars: int, seed: int = 0, reservoir: int = 4096, batch: int = 1000
+) -> tuple[list[str], torch.Tensor]:
+    """Token counts over all of ``texts`` (streamed) and a random sample of about ``sample_chars`` characters of
+    them (documents cut at 2,000 characters), for ``calibrated`` init."""
+    rng = random.Random(seed)
+    counts = torch.zeros(len(tokenizer), dtype=torch.float64)
+    kept: list[str] = []
+    pending: list[str] = []
+    for seen, text in enumerate(texts, start=1):
+        pending.append(text)
+        if len(kept) < reservoir:
+            kept.append(text)
+        elif (slot := rng.randrange(seen)) < reservoir:
+            kept[slot] = text
+        if len(pending) >= batch:
+            counts += count_tokens(tokenizer, pending)
+            pending = []
+    if pending:
+        counts += count_tokens(tokenizer, pending)
+    rng.shuffle(kept)
+    sample, chars = [], 0
+    for text in kept:
+        if chars >= sample_chars:
+            break
+        sample.append(text[:2000])
+        chars += len(sample[-1])
+    return sample, counts
+
+
+def extend_command(
+    base_spec: str,
+    tokenizer_dir: str | Path,
+    method: str,
+    out: str | Path,
+    calibration_texts: Iterable[str] = (),
+    sample_chars: int = 30_000,
+    seed: int = 0,
+    dtype: str = "float32",
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Load the base model and both tokenizers, extend, and save to ``out``. ``calibration_texts`` is training text
+    of the new language (all of it is counted; a sample of ``sample_chars`` characters calibrates)."""
+    from transformers import AutoTokenizer
+
+    from redwhale.models.source import load_model, load_tokenizer
+
+    model = load_model(base_spec, dtype=dtype, cache_dir=cache_dir)
+    base_tokenizer = load_tokenizer(base_spec, cache_dir=cache_dir)
+    merged = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    sample, counts = ([], None)
+    if method == "calibrated":
+        sample, counts = calibration_data(merged, calibration_texts, sample_chars, seed)
+    report = extend(model, base_tokenizer, merged, method, calibration_texts=sample, counts=counts, seed=seed)
+    report.update(base=base_spec, tokenizer=str(tokenizer_dir))
+    save_extended(model, merged, Path(out), report)
+    log.info("extended %s to %d tokens (%s) in %.1f s", base_spec, report["merged_vocab"], method, report["seconds"])
+    return report

@@ -1,0 +1,192 @@
+"""Growing a model to the merged vocabulary, initialising new rows, and bits per byte."""
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from helpers import ENGLISH_LINES, KOREAN_LINES
+from redwhale.errors import TokenizerError
+from redwhale.evaluate.bpb import _windows, bits_per_byte
+from redwhale.models.extend import extend, extend_command, is_tied, save_extended
+from redwhale.models.init import bias_direction, decompose, initial_rows
+
+
+def load(folder):
+    return AutoModelForCausalLM.from_pretrained(str(folder)), AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.mark.parametrize("fixture", ["tied_llama_dir", "untied_llama_dir"])
+@pytest.mark.parametrize("method", ["random", "mean", "decomposition", "weighted"])
+def test_base_rows_are_bit_identical(request, fixture, method, merged_tokenizer_dir):
+    model, base_tok = load(request.getfixturevalue(fixture))
+    merged = AutoTokenizer.from_pretrained(str(merged_tokenizer_dir))
+    embed = model.get_input_embeddings().weight.detach().clone()
+    head = model.get_output_embeddings().weight.detach().clone()
+    tied = is_tied(model)
+    extend(model, base_tok, merged, method)
+    assert model.get_input_embeddings().weight.shape[0] == len(merged)
+    assert torch.equal(model.get_input_embeddings().weight[: len(base_tok)], embed)
+    assert torch.equal(model.get_output_embeddings().weight[: len(base_tok)], head)
+    assert is_tied(model) == tied
+    new = model.get_input_embeddings().weight[len(base_tok) :]
+    assert torch.isfinite(new).all() and new.abs().sum() > 0
+
+
+def test_decomposition_formula_on_hand_computed_rows():
+    embed = torch.tensor([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0], [2.0, -2.0]])
+    head = torch.tensor([[0.0, 1.0], [1.0, 1.0], [3.0, 0.0], [-1.0, 5.0]])
+    pieces = [[0, 1], [2, 3, 1], []]
+    gen = torch.Generator().manual_seed(0)
+    e, w = initial_rows("decomposition", embed, head, pieces, 0.02, gen)
+    assert torch.allclose(e[0], torch.tensor([0.5, 1.0]))
+    assert torch.allclose(e[1], torch.tensor([2.0, 4.0 / 3.0]))
+    assert torch.allclose(w[1], torch.tensor([1.0, 2.0]))
+    assert torch.allclose(e[2], embed.mean(0))  # a reserved token (no pieces) gets the mean row
+    e, w = initial_rows("weighted", embed, head, pieces, 0.02, gen)
+    assert torch.allclose(e[1], (embed[2] + 0.5 * embed[3] + 0.25 * embed[1]) / 1.75)
+    e, w = initial_rows("eeve", embed, head, pieces, 0.02, gen)
+    assert torch.allclose(e[0], torch.tensor([0.5, 1.0])) and torch.allclose(w[1], head[2])
+    e, w = initial_rows("mean", embed, head, pieces, 0.02, gen)
+    assert torch.allclose(e, embed.mean(0).expand(3, -1)) and torch.allclose(w, head.mean(0).expand(3, -1))
+    e, _ = initial_rows("random", embed, None, [[0]] * 2000, 0.02, gen)
+    assert abs(e.std().item() - 0.02) < 0.002
+
+
+def test_pieces_are_the_base_tokenizers_split(bpe_tokenizer_dir, merged_tokenizer_dir):
+    base = AutoTokenizer.from_pretrained(str(bpe_tokenizer_dir))
+    merged = AutoTokenizer.from_pretrained(str(merged_tokenizer_dir))
+    new_id = next(i for i in range(len(base), len(merged)) if len(merged.decode([i])) >= 2)
+    token = merged.convert_ids_to_tokens(new_id)
+    (pieces,) = decompose(base.backend_tokenizer, [token])
+    assert len(pieces) >= 2
+    assert "".join(base.convert_ids_to_tokens(pieces)) == token
+    assert base.decode(pieces) == merged.decode([new_id])
+
+
+def test_tied_model_keeps_its_tie_and_head_across_save_and_load(tmp_path, tied_llama_dir, merged_tokenizer_dir):
+    model, base_tok = load(tied_llama_dir)
+    merged = AutoTokenizer.from_pretrained(str(merged_tokenizer_dir))
+    report = extend(model, base_tok, merged, "decomposition")
+    save_extended(model, merged, tmp_path / "ext", report)
+    again = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ext"))
+    assert again.config.vocab_size == len(merged) and again.config.tie_word_embeddings
+    assert is_tied(again)
+    assert torch.equal(again.get_output_embeddings().weight, model.get_output_embeddings().weight)
+    ids = merged(" ".join(KOREAN_LINES[:2]), return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(again(ids).logits, model(ids).logits, atol=1e-5)
+
+
+def test_untied_head_gets_its_own_rows(tmp_path, untied_llama_dir, merged_tokenizer_dir):
+    model, base_tok = load(untied_llama_dir)
+    merged = AutoTokenizer.from_pretrained(str(merged_tokenizer_dir))
+    extend(model, base_tok, merged, "eeve")
+    e = model.get_input_embeddings().weight
+    w = model.get_output_embeddings().weight
+    assert not is_tied(model) and not torch.equal(e[len(base_tok) :], w[len(base_tok) :])
+
+
+def test_tokenizer_that_does_not_extend_is_refused(tied_llama_dir, sp_tokenizer_dir):
+    model, base_tok = load(tied_llama_dir)
+    with pytest.raises(TokenizerError, match="does not extend"):
+        extend(model, base_tok, base_tok, "mean")
+    with pytest.raises(TokenizerError, match="not a superset"):
+        extend(model, base_tok, AutoTokenizer.from_pretrained(str(sp_tokenizer_dir)), "mean")
+
+
+def test_calibration_improves_the_fit_and_writes_offsets(tied_llama_dir, merged_tokenizer_dir):
+    model, base_tok = load(tied_llama_dir)
+    merged = AutoTokenizer.from_pretrained(str(merged_tokenizer_dir))
+    embed = model.get_input_embeddings().weight.detach().clone()
+    report = extend(model, base_tok, merged, "calibrated", calibration_texts=KOREAN_LINES * 2)
+    calibration = report["calibration"]
+    assert calibration["nll_after"] < calibration["nll_before"]
+    assert calibration["positions"] > 50
+    assert torch.equal(model.get_input_embeddings().weight[: len(base_tok)], embed[: len(base_tok)])
+
+
+def test_bias_direction_gives_unit_dot_products():
+    torch.manual_seed(0)
+    hidden = torch.randn(500, 16) * 0.1 + torch.linspace(1, 3, 16)
+    v = bias_direction(hidden, ridge=1e-6)
+    dots = hidden @ v
+    assert abs(dots.mean().item() - 1.0) < 1e-3 and dots.std().item() < 0.2
+
+
+def test_windows_score_every_token_once():
+    ids = list(range(100, 137))
+    windows = _windows(ids, window=10, stride=4)
+    scored = [w.ids[p] for w in windows for p in range(w.score_from, len(w.ids))]
+    assert scored == ids[1:]
+    assert all(len(w.ids) <= 10 for w in windows)
+    assert all(w.score_from >= 6 for w in windows[1:])  # every later window keeps 10 - 4 tokens of context
+
+
+def test_bits_per_byte_of_a_uniform_model_is_exact(tied_llama_dir):
+    model, tok = load(tied_llama_dir)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.zero_()
+    texts = KOREAN_LINES[:5] + ENGLISH_LINES[:3]
+    result = bits_per_byte(model, tok, texts, window=16, stride=8)
+    tokens = sum(len(tok(t, add_special_tokens=False).input_ids) for t in texts)
+    expected = tokens * math.log2(model.config.vocab_size) / sum(len(t.encode()) for t in texts)
+    assert result.tokens == tokens
+    assert result.bits_per_byte == pytest.approx(expected, rel=1e-5)
+
+
+def test_windowed_scoring_matches_one_pass_when_the_window_is_large(tied_llama_dir):
+    model, tok = load(tied_llama_dir)
+    texts = [" ".join(ENGLISH_LINES)]
+    full = bits_per_byte(model, tok, texts, window=256, stride=128)
+    ids = torch.tensor([[tok.bos_token_id] + tok(texts[0], add_special_tokens=False).input_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, :-1]
+    nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+    assert full.bits_per_byte == pytest.approx(nll / math.log(2) / len(texts[0].encode()), rel=1e-4)
+
+
+def test_extend_command_writes_a_folder_transformers_loads_alone(tmp_path, tied_llama_dir, merged_tokenizer_dir):
+    report = extend_command(
+        str(tied_llama_dir),
+        merged_tokenizer_dir,
+        "calibrated",
+        tmp_path / "ext",
+        calibration_texts=iter(KOREAN_LINES * 3),
+        sample_chars=2000,
+    )
+    assert report["method"] == "calibrated" and (tmp_path / "ext" / "init_report.json").is_file()
+    script = textwrap.dedent(f"""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        m = AutoModelForCausalLM.from_pretrained({str(tmp_path / "ext")!r})
+        t = AutoTokenizer.from_pretrained({str(tmp_path / "ext")!r})
+        assert m.config.vocab_size == len(t) == {report["merged_vocab"]}
+        assert m.lm_head.weight is m.model.embed_tokens.weight
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+def test_compare_init_reports_every_method(tmp_path, tied_llama_dir, merged_tokenizer_dir):
+    from redwhale.models.compare import compare_init
+
+    result = compare_init(
+        str(tied_llama_dir),
+        merged_tokenizer_dir,
+        ["random", "mean", "decomposition", "eeve", "calibrated"],
+        KOREAN_LINES[:8],
+        ENGLISH_LINES[:4],
+        tmp_path / "cmp",
+        KOREAN_LINES[8:] * 2,
+        2000,
+    )
+    rows = result["rows"]
+    assert set(rows) == {"base", "random", "mean", "decomposition", "eeve", "calibrated"}
+    assert "skipped" in rows["eeve"]  # tied head
+    assert rows["decomposition"]["korean_tokens"] < rows["base"]["korean_tokens"]
+    assert (tmp_path / "cmp" / "compare_init.md").read_text().count("|") > 20
