@@ -78,3 +78,22 @@ def merged_tokenizer_dir(fixtures_dir, bpe_tokenizer_dir) -> Path:
     out = fixtures_dir / "merged"
     merge_tokenizers(str(bpe_tokenizer_dir), fixtures_dir / "ko-bpe", out, "hangul", 64)
     return out
+
+
+@pytest.fixture(scope="session")
+def extended_tied_dir(fixtures_dir, tied_llama_dir, merged_tokenizer_dir) -> Path:
+    """The tied tiny Llama extended to the merged tiny tokenizer (decomposition init)."""
+    from redwhale.models.extend import extend_command
+
+    out = fixtures_dir / "extended-tied"
+    extend_command(str(tied_llama_dir), merged_tokenizer_dir, "decomposition", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def extended_untied_dir(fixtures_dir, untied_llama_dir, merged_tokenizer_dir) -> Path:
+    from redwhale.models.extend import extend_command
+
+    out = fixtures_dir / "extended-untied"
+    extend_command(str(untied_llama_dir), merged_tokenizer_dir, "decomposition", out)
+    return out

@@ -121,6 +121,113 @@ class ExtendSection(Section):
     )
 
 
+class Trainable(Section):
+    """Which parameters a stage trains. Layers are named by their 0-based index, as in the parameter names
+    (``model.layers.0`` is the first layer): ``odd`` = 1, 3, 5, ...; ``even`` = 0, 2, 4, ...."""
+
+    embeddings: Literal["all", "new", "none"] = Field(
+        "none", description="input embedding rows: all, only the new tokens' rows, or none"
+    )
+    lm_head: Literal["all", "new", "none"] = Field(
+        "none", description="LM head rows (the same tensor as the embeddings when tied): all, new or none"
+    )
+    layers: Literal["none", "odd", "even", "all"] | list[int] = Field(
+        "none", description="transformer layers: none, odd (1,3,5,...), even (0,2,4,...), all, or a list of indices"
+    )
+    norms: bool = Field(False, description="also train every normalisation weight (final norm, all layers' norms)")
+    patterns: list[str] = Field(default_factory=list, description="extra parameters to train (regexes over names)")
+
+    def selects_nothing(self) -> bool:
+        return (
+            self.embeddings == "none"
+            and self.lm_head == "none"
+            and self.layers in ("none", [])
+            and not self.norms
+            and not self.patterns
+        )
+
+
+class LoraSection(Section):
+    """LoRA adapters (peft) on linear layers, merged into the weights when the stage ends."""
+
+    rank: int = Field(64, ge=1, description="adapter rank")
+    alpha: float = Field(128.0, gt=0, description="scaling numerator (the update is scaled by alpha / rank)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the adapter input")
+    targets: Literal["all-linear"] | list[str] = Field(
+        "all-linear", description="modules to adapt: all-linear (every linear layer but the LM head) or names"
+    )
+
+
+class StageSection(Section):
+    """One training stage: what trains, how fast, on how many tokens."""
+
+    name: str = Field(description="stage name (used in logs, checkpoints and the report)")
+    trainable: Trainable = Field(default_factory=Trainable, description="parameters trained in this stage")
+    lora: LoraSection | None = Field(None, description="train LoRA adapters instead (merged at the end); null = none")
+    tokens: int = Field(gt=0, description="token budget of the stage (tokens, summed over devices)")
+    lr: float = Field(gt=0, description="peak learning rate")
+    new_rows_lr: float | None = Field(None, gt=0, description="peak learning rate of new embedding/head rows")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay (never applied to embeddings)")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of the stage's steps spent warming up")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay ends at this fraction of the peak")
+    english_share: float = Field(0.0, ge=0, lt=1, description="share of blocks drawn from the English replay data")
+
+    @model_validator(mode="after")
+    def _trains_something(self) -> StageSection:
+        if self.lora is None and self.trainable.selects_nothing():
+            raise ValueError(f"stage {self.name!r}: trains no parameter (set trainable or lora)")
+        if self.lora is not None and not self.trainable.selects_nothing():
+            raise ValueError(f"stage {self.name!r}: a LoRA stage trains its adapters only; leave trainable empty")
+        return self
+
+
+def default_stages() -> list[StageSection]:
+    """The RedWhale schedule: embeddings + head, odd layers, even layers, LoRA over the whole model."""
+    return [
+        StageSection(
+            name="embeddings", trainable=Trainable(embeddings="all", lm_head="all"), tokens=20_000_000, lr=1e-3
+        ),
+        StageSection(name="odd_layers", trainable=Trainable(layers="odd"), tokens=20_000_000, lr=1e-4),
+        StageSection(name="even_layers", trainable=Trainable(layers="even"), tokens=20_000_000, lr=1e-4),
+        StageSection(name="lora", lora=LoraSection(), tokens=20_000_000, lr=2e-4),
+    ]
+
+
+class TrainSection(Section):
+    """Continual pretraining: the stages and how every stage runs."""
+
+    stages: list[StageSection] = Field(default_factory=default_stages, description="stages, run in order")
+    sequence_length: int = Field(1024, ge=16, description="tokens per packed block")
+    micro_batch_size: int = Field(8, ge=1, description="blocks per forward pass, per device")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast on a GPU that supports it, fp32 on CPU"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory)")
+    optimizer: Literal["adamw", "adamw8bit"] = Field(
+        "adamw", description="adamw (fused on CUDA) or adamw8bit (bitsandbytes, CUDA only)"
+    )
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.95], description="AdamW betas")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0 = off)")
+    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept per stage (the newest)")
+    log_every: int = Field(1, ge=1, description="steps between log lines")
+    tensorboard: bool = Field(True, description="write TensorBoard events")
+    wandb_project: str | None = Field(None, description="log to Weights & Biases under this project; null = off")
+    save_each_stage: bool = Field(False, description="also save the model after every stage (disk: one model each)")
+
+    @model_validator(mode="after")
+    def _valid(self) -> TrainSection:
+        if not self.stages:
+            raise ValueError("train.stages: at least one stage")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"train.stages: stage names must be unique, got {names}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError("train.betas: two numbers in [0, 1)")
+        return self
+
+
 class RunConfig(Section):
     """A whole run: every phase, from raw corpus to evaluated model and report."""
 
@@ -131,6 +238,7 @@ class RunConfig(Section):
     corpus: CorpusSection = Field(default_factory=CorpusSection, description="raw text sources")
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="new tokenizer and merge")
     extend: ExtendSection = Field(default_factory=ExtendSection, description="model extension and init")
+    train: TrainSection = Field(default_factory=TrainSection, description="multistage continual pretraining")
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,179 @@
+"""Which parameters a stage trains, and the optimizer groups they fall into.
+
+A stage's ``trainable`` record (see :class:`~redwhale.config.schema.Trainable`) is resolved against the model here:
+embedding and LM-head rows (all, or only the new tokens' rows), transformer layers by 0-based index, norms, and
+regexes. Every trainable parameter lands in exactly one optimizer group (asserted): embeddings and head (no weight
+decay, optionally a different learning rate for the new rows), layer matrices (weight decay), and vectors such as
+norms and biases (no weight decay). Everything else gets ``requires_grad=False``, so autograd skips its gradients.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from redwhale.config.schema import StageSection
+from redwhale.errors import ConfigError
+
+
+@dataclass
+class RowRule:
+    """An embedding/head tensor whose rows train differently: base rows frozen (``freeze_base``), or new rows at
+    ``new_rows_scale`` times the group's learning rate."""
+
+    param: nn.Parameter
+    base_rows: int
+    freeze_base: bool
+    new_rows_scale: float = 1.0
+
+
+@dataclass
+class Selection:
+    names: list[str] = field(default_factory=list)
+    groups: list[dict] = field(default_factory=list)
+    row_rules: list[RowRule] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for g in self.groups for p in g["params"]]
+
+    def count(self) -> int:
+        return sum(p.numel() for p in self.parameters)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's list of transformer blocks (the longest ``ModuleList`` of ``num_hidden_layers`` entries)."""
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    candidates = [m for m in model.modules() if isinstance(m, nn.ModuleList) and (n is None or len(m) == n)]
+    if not candidates:
+        raise ConfigError("cannot find the transformer layers of this model")
+    return max(candidates, key=len)
+
+
+def layer_indices(spec, n_layers: int) -> list[int]:
+    """0-based layer indices for ``none``, ``odd``, ``even``, ``all`` or an explicit list."""
+    if spec == "none":
+        return []
+    if spec == "odd":
+        return list(range(1, n_layers, 2))
+    if spec == "even":
+        return list(range(0, n_layers, 2))
+    if spec == "all":
+        return list(range(n_layers))
+    bad = [i for i in spec if not 0 <= i < n_layers]
+    if bad:
+        raise ConfigError(f"layers {bad} do not exist: the model has layers 0..{n_layers - 1}")
+    return sorted(set(spec))
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return "norm" in type(module).__name__.lower()
+
+
+def select(model: nn.Module, stage: StageSection, base_rows: int) -> Selection:
+    """Set ``requires_grad`` for the stage and build its optimizer groups (LoRA stages: the adapter weights)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    if stage.lora is not None:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ConfigError(f"stage {stage.name!r}: LoRA left no trainable parameter")
+        groups = [{"name": "lora", "params": trainable, "lr": stage.lr, "weight_decay": stage.weight_decay}]
+        return _checked(model, Selection([names[id(p)] for p in trainable], groups), stage)
+
+    spec = stage.trainable
+    embed = model.get_input_embeddings().weight
+    head_module = model.get_output_embeddings()
+    head = head_module.weight if head_module is not None else None
+    chosen: dict[int, str] = {}  # id(param) -> group name
+    row_rules: list[RowRule] = []
+
+    def rows(param: nn.Parameter, modes: list[str]) -> None:
+        modes = [m for m in modes if m != "none"]
+        if not modes:
+            return
+        chosen[id(param)] = "embeddings"
+        freeze_base = "all" not in modes
+        scale = (stage.new_rows_lr / stage.lr) if stage.new_rows_lr else 1.0
+        if freeze_base or scale != 1.0:
+            row_rules.append(RowRule(param, base_rows, freeze_base, scale))
+
+    if head is not None and head is embed:
+        rows(embed, [spec.embeddings, spec.lm_head])
+    else:
+        rows(embed, [spec.embeddings])
+        if head is not None:
+            rows(head, [spec.lm_head])
+    layers = decoder_layers(model)
+    for index in layer_indices(spec.layers, len(layers)):
+        for module in layers[index].modules():
+            for param in module.parameters(recurse=False):
+                chosen.setdefault(id(param), "no_decay" if _is_norm(module) or param.ndim < 2 else "decay")
+    if spec.norms:
+        for module in model.modules():
+            if _is_norm(module):
+                for param in module.parameters(recurse=False):
+                    chosen.setdefault(id(param), "no_decay")
+    for pattern in spec.patterns:
+        regex = re.compile(pattern)
+        matched = [p for n, p in model.named_parameters() if regex.search(n)]
+        if not matched:
+            raise ConfigError(f"stage {stage.name!r}: pattern {pattern!r} matches no parameter")
+        for param in matched:
+            chosen.setdefault(id(param), "no_decay" if param.ndim < 2 else "decay")
+
+    for param in model.parameters():
+        param.requires_grad_(id(param) in chosen)
+    by_group: dict[str, list[nn.Parameter]] = {"embeddings": [], "decay": [], "no_decay": []}
+    seen: set[int] = set()
+    for param in model.parameters():
+        if id(param) in chosen and id(param) not in seen:
+            seen.add(id(param))
+            by_group[chosen[id(param)]].append(param)
+    decay = {"embeddings": 0.0, "decay": stage.weight_decay, "no_decay": 0.0}
+    groups = [{"name": g, "params": ps, "lr": stage.lr, "weight_decay": decay[g]} for g, ps in by_group.items() if ps]
+    if not groups:
+        raise ConfigError(f"stage {stage.name!r}: the selection matches no parameter of this model")
+    selection = Selection([names[id(p)] for g in groups for p in g["params"]], groups, row_rules)
+    return _checked(model, selection, stage)
+
+
+def _checked(model: nn.Module, selection: Selection, stage: StageSection) -> Selection:
+    """Every trainable parameter is in exactly one group, and nothing else trains."""
+    in_groups = [id(p) for g in selection.groups for p in g["params"]]
+    assert len(in_groups) == len(set(in_groups)), f"stage {stage.name}: a parameter is in two optimizer groups"
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == set(in_groups), f"stage {stage.name}: trainable parameters and optimizer groups differ"
+    return selection
+
+
+def apply_row_rules_to_grads(selection: Selection) -> None:
+    """Zero the gradient of frozen base rows (so AdamW, with no weight decay on these tensors, leaves them exact)."""
+    for rule in selection.row_rules:
+        if rule.freeze_base and rule.param.grad is not None:
+            rule.param.grad[: rule.base_rows].zero_()
+
+
+class NewRowsStep:
+    """Scales the update of new rows by ``new_rows_lr / lr`` around ``optimizer.step()``.
+
+    AdamW's update of a row is ``lr * (m / (sqrt(v) + eps))`` (no weight decay on embeddings) and its moments do
+    not depend on the learning rate, so scaling a row's update is exactly a different learning rate for that row.
+    Optimizers cannot give rows of one tensor different learning rates, hence this wrapper (written by hand)."""
+
+    def __init__(self, selection: Selection):
+        self.rules = [r for r in selection.row_rules if r.new_rows_scale != 1.0]
+        self.before: list[torch.Tensor] = []
+
+    def __enter__(self) -> NewRowsStep:
+        self.before = [r.param.detach()[r.base_rows :].clone() for r in self.rules]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with torch.no_grad():
+            for rule, before in zip(self.rules, self.before, strict=True):
+                new = rule.param[rule.base_rows :]
+                new.copy_(before + rule.new_rows_scale * (new - before))
+        self.before = []

@@ -1,0 +1,165 @@
+"""The four-stage engine: selection, frozen parameters, LoRA merge, a full schedule, and bad stage configs."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from helpers import KOREAN_LINES, make_tiny_llama
+from redwhale.config.schema import LoraSection, StageSection, Trainable, TrainSection
+from redwhale.config.validation import validate
+from redwhale.errors import ConfigError
+from redwhale.train.commands import train_command
+from redwhale.train.loop import warmup_cosine, wrap_lora
+from redwhale.train.select import select
+
+CORPUS = [f"{line} {i}" for i in range(40) for line in KOREAN_LINES]
+
+
+def tiny_train(stages, **overrides) -> TrainSection:
+    base = dict(
+        stages=stages,
+        sequence_length=32,
+        micro_batch_size=2,
+        grad_accum=2,
+        checkpoint_every=2,
+        log_every=1,
+        tensorboard=False,
+    )
+    base.update(overrides)
+    return TrainSection(**base)
+
+
+def stage(name, tokens=256, lr=1e-2, **trainable):
+    return StageSection(name=name, trainable=Trainable(**trainable), tokens=tokens, lr=lr)
+
+
+def paper_stages(tokens=256):
+    return [
+        stage("embeddings", tokens, embeddings="all", lm_head="all"),
+        stage("odd", tokens, layers="odd"),
+        stage("even", tokens, layers="even"),
+        StageSection(name="lora", lora=LoraSection(rank=4, alpha=8), tokens=tokens, lr=1e-2),
+    ]
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_odd_and_even_layers_on_a_four_layer_model(tmp_path, bpe_tokenizer_dir):
+    model = AutoModelForCausalLM.from_pretrained(
+        str(make_tiny_llama(tmp_path / "m4", bpe_tokenizer_dir, True, layers=4))
+    )
+    for spec, expected in (("odd", {1, 3}), ("even", {0, 2}), ("all", {0, 1, 2, 3}), ([2], {2})):
+        selection = select(model, stage("s", layers=spec), base_rows=10)
+        layers = {int(n.split(".")[2]) for n in selection.names if n.startswith("model.layers.")}
+        assert layers == expected
+        assert all(not p.requires_grad for n, p in model.named_parameters() if n not in selection.names)
+        ids = [id(p) for g in selection.groups for p in g["params"]]
+        assert len(ids) == len(set(ids)) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_tied_embedding_and_head_are_one_group(extended_tied_dir):
+    model = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
+    selection = select(model, stage("s", embeddings="all", lm_head="all"), base_rows=10)
+    assert selection.names == ["model.embed_tokens.weight"]
+    assert selection.groups[0]["weight_decay"] == 0.0
+
+
+def test_bad_selections_are_refused_before_training(extended_tied_dir):
+    model = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
+    with pytest.raises(ConfigError, match="do not exist"):
+        select(model, stage("s", layers=[0, 7]), base_rows=10)
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        select(model, stage("s", patterns=["no_such_weight"]), base_rows=10)
+    for bad, message in (
+        ({"name": "x", "tokens": 10, "lr": 1e-3}, "trains no parameter"),
+        ({"name": "x", "tokens": 0, "lr": 1e-3, "trainable": {"layers": "odd"}}, "greater than 0"),
+        ({"name": "x", "tokens": 10, "lr": 1e-3, "trainable": {"layers": "middle"}}, "expected 'none'"),
+        ({"name": "x", "tokens": 10, "lr": 1e-3, "trainable": {"layer": "odd"}}, "did you mean 'layers'"),
+        ({"name": "x", "tokens": 10, "lr": 1e-3, "lora": {}, "trainable": {"layers": "odd"}}, "adapters only"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            validate(StageSection, bad)
+
+
+def test_warmup_then_cosine():
+    factor = warmup_cosine(100, 0.1, 0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0) and factor(99) == pytest.approx(0.1, abs=1e-3)
+    assert factor(55) == pytest.approx(0.55, abs=1e-3)
+
+
+def test_lora_merged_logits_equal_the_adapter_model(extended_tied_dir):
+    model = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
+    peft_model = wrap_lora(
+        model, StageSection(name="l", lora=LoraSection(rank=4, alpha=8, dropout=0.0), tokens=1, lr=1e-3)
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)  # a trained adapter, not the zero init
+    peft_model.eval()
+    ids = torch.randint(0, model.config.vocab_size, (2, 24))
+    with torch.no_grad():
+        adapted = peft_model(ids).logits
+        merged = peft_model.merge_and_unload()
+        plain = merged(ids).logits
+    assert torch.allclose(adapted, plain, atol=1e-5)
+    assert type(merged).__name__ == "LlamaForCausalLM"
+
+
+@pytest.mark.parametrize("spec", [{"layers": "odd"}, {"embeddings": "new", "lm_head": "new"}])
+def test_parameters_outside_the_stage_are_bit_identical(tmp_path, extended_tied_dir, spec):
+    before = snapshot(AutoModelForCausalLM.from_pretrained(str(extended_tied_dir)))
+    base_rows = json.loads((extended_tied_dir / "init_report.json").read_text())["base_vocab"]
+    cfg = tiny_train([stage("s", **spec)])
+    train_command(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w")
+    after = snapshot(AutoModelForCausalLM.from_pretrained(str(tmp_path / "w" / "model")))
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    if "layers" in spec:
+        assert changed and all(n.startswith(("model.layers.1.",)) for n in changed)
+    else:
+        assert changed == {"model.embed_tokens.weight"}
+        embed = "model.embed_tokens.weight"
+        assert torch.equal(before[embed][:base_rows], after[embed][:base_rows])
+        assert not torch.equal(before[embed][base_rows:], after[embed][base_rows:])
+
+
+def test_full_schedule_keeps_the_tie_and_what_stage_one_learned(tmp_path, extended_tied_dir):
+    start = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
+    summary = train_command(extended_tied_dir, CORPUS, None, tiny_train(paper_stages()), tmp_path / "w")
+    assert [s["stage"] for s in summary["stages"]] == ["embeddings", "odd", "even", "lora"]
+    final = AutoModelForCausalLM.from_pretrained(str(tmp_path / "w" / "model"))
+    assert final.lm_head.weight is final.model.embed_tokens.weight
+    assert not torch.equal(final.model.embed_tokens.weight, start.model.embed_tokens.weight)
+    assert not any("lora" in n for n, _ in final.named_parameters())
+    stage_one = summary["stages"][0]
+    assert stage_one["trainable_parameters"] == start.model.embed_tokens.weight.numel()
+    records = [json.loads(line) for line in (tmp_path / "w" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in records} == {"embeddings", "odd", "even", "lora"}
+    assert all(r["tokens_per_s"] > 0 and r["memory_mb"] > 0 for r in records)
+    first = [r["loss"] for r in records if r["stage"] == "embeddings"]
+    assert first[-1] < first[0]
+
+
+def test_new_rows_learning_rate_scales_their_update(tmp_path, extended_untied_dir):
+    base_rows = json.loads((extended_untied_dir / "init_report.json").read_text())["base_vocab"]
+    start = AutoModelForCausalLM.from_pretrained(str(extended_untied_dir)).model.embed_tokens.weight.detach()
+    moved = {}
+    for ratio in (1, 10):
+        s = StageSection(
+            name="e",
+            trainable=Trainable(embeddings="all"),
+            tokens=128,
+            lr=1e-4,
+            new_rows_lr=1e-4 * ratio,
+            warmup_fraction=0.0,
+        )
+        train_command(extended_untied_dir, CORPUS, None, tiny_train([s], checkpoint_every=100), tmp_path / f"w{ratio}")
+        end = AutoModelForCausalLM.from_pretrained(str(tmp_path / f"w{ratio}" / "model")).model.embed_tokens.weight
+        moved[ratio] = ((end - start)[base_rows:].abs().sum() / (end - start)[:base_rows].abs().sum()).item()
+    assert moved[10] == pytest.approx(10 * moved[1], rel=0.25)
