@@ -224,3 +224,38 @@ def write_tiny_gguf(model_dir: Path, out: Path, quantize: bool = True) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def write_kobest(folder: Path, n: int = 20, splits=("train", "validation")) -> Path:
+    """Small KoBEST-format files (skt/kobest_v1 field layout) built from the fixture sentences."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = KOREAN_LINES
+    for split in splits:
+        rows: dict[str, list[dict]] = {t: [] for t in ("boolq", "copa", "hellaswag", "sentineg", "wic")}
+        for i in range(n):
+            a, b, c, d, e = (lines[(i * 5 + k) % len(lines)] for k in range(5))
+            rows["boolq"].append({"paragraph": f"{a} {b}", "question": c.rstrip(".") + "?", "label": rng.randint(0, 1)})
+            rows["copa"].append(
+                {
+                    "premise": a,
+                    "question": rng.choice(["원인", "결과"]),
+                    "alternative_1": b,
+                    "alternative_2": c,
+                    "label": rng.randint(0, 1),
+                }
+            )
+            rows["hellaswag"].append(
+                {"context": a, "ending_1": b, "ending_2": c, "ending_3": d, "ending_4": e, "label": rng.randint(0, 3)}
+            )
+            rows["sentineg"].append({"sentence": a, "label": rng.randint(0, 1)})
+            word = a.split()[0]
+            rows["wic"].append({"word": word, "context_1": a, "context_2": b, "label": rng.randint(0, 1)})
+        for task, examples in rows.items():
+            with open(folder / f"{task}_{split}.jsonl", "w", encoding="utf-8") as handle:
+                for example in examples:
+                    handle.write(json.dumps(example, ensure_ascii=False) + "\n")
+    return folder

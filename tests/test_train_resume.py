@@ -164,13 +164,14 @@ def test_two_cpu_processes_with_ddp_match_one_process(setup, extended_tied_dir):
     assert len(losses[0]) == len(losses[1]) == 12  # 3 stages x 1024 tokens / 256 tokens per step
     assert losses[0][:8] == pytest.approx(losses[1][:8], rel=1e-4)
     assert losses[0] == pytest.approx(losses[1], rel=2e-2)
-    # and the weights end where one process took them (AdamW amplifies rounding differences a little)
+    # and the weights end where one process took them. AdamW moves an element by about the learning rate whatever
+    # the size of its gradient, so rounding differences flip a few near-zero elements: compare whole tensors.
     start = load_file(str(extended_tied_dir / "model.safetensors"))
     one, two = weights(folder / "one"), weights(folder / "two")
     for name in one:
-        moved = (one[name] - start[name]).abs().max()
+        moved = (one[name] - start[name]).norm()
         if name == "model.norm.weight":  # no stage trains the final norm
             assert moved == 0 and torch.equal(one[name], two[name])
             continue
         assert moved > 0, name
-        assert (one[name] - two[name]).abs().max() <= 0.05 * moved, name
+        assert (one[name] - two[name]).norm() <= 0.05 * moved, name

@@ -51,3 +51,68 @@ def train(
     summary = train_command(model, korean, english_texts, cfg.train, out, cfg.seed, resume, cfg.name)
     typer.echo(json.dumps(summary["stages"], indent=2))
     typer.echo(f"model: {out / 'model'}")
+
+
+def _gib(text: str) -> float:
+    from redwhale.errors import ConfigError
+
+    value = text.strip().lower().replace(" ", "")
+    for suffix, scale in (("gib", 1.0), ("gb", 1e9 / 2**30), ("g", 1.0)):
+        if value.endswith(suffix):
+            value, factor = value[: -len(suffix)], scale
+            break
+    else:
+        factor = 1.0
+    try:
+        return float(value) * factor
+    except ValueError:
+        raise ConfigError(f"--gpu-memory: expected a size such as 80GB or 80GiB, got {text!r}") from None
+
+
+@train_app.command("plan")
+def plan(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Preset (llama-3.1-8b, solar-10.7b, qwen2.5-7b, llama-3.2-1b, smollm2-135m) or any model spec.",
+        ),
+    ],
+    gpu_memory: Annotated[
+        str, typer.Option("--gpu-memory", help="Memory of one GPU, e.g. 80GB (1e9 bytes) or 80GiB.")
+    ] = "80GB",
+    new_tokens: Annotated[int, typer.Option(help="Tokens added to the vocabulary.")] = 20000,
+    config: Annotated[Path | None, typer.Option("--config", help="Run config (its train section).")] = None,
+    sequence_length: Annotated[int | None, typer.Option(help="Override train.sequence_length.")] = None,
+    micro_batch_size: Annotated[int | None, typer.Option(help="Override train.micro_batch_size.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="Override train.optimizer (adamw, adamw8bit).")] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        typer.Option(
+            "--gradient-checkpointing/--no-gradient-checkpointing", help="Override train.gradient_checkpointing."
+        ),
+    ] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Plan an fp32 run on CPU instead of bf16 on a GPU.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the plan as JSON here.")] = None,
+) -> None:
+    """Estimate each stage's peak memory (weights, gradients, optimizer, activations) and the micro-batch that fits."""
+    from redwhale.config import RunConfig, load_config
+    from redwhale.config.schema import TrainSection
+    from redwhale.config.validation import validate
+    from redwhale.rundir import atomic_write_json
+    from redwhale.train.plan import plan as make_plan
+    from redwhale.train.plan import plan_markdown
+
+    base = (load_config(config) if config else RunConfig()).train.model_dump()
+    overrides = {
+        "sequence_length": sequence_length,
+        "micro_batch_size": micro_batch_size,
+        "optimizer": optimizer,
+        "gradient_checkpointing": gradient_checkpointing,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = validate(TrainSection, base, source="options")
+    result = make_plan(model, cfg, _gib(gpu_memory), new_tokens, on_gpu=not cpu)
+    if json_out:
+        atomic_write_json(json_out, result)
+    typer.echo(plan_markdown(result), nl=False)

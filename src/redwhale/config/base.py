@@ -55,10 +55,14 @@ def _emit_model(model: type[BaseModel], instance: Any, lines: list[str], indent:
         prefix = first_prefix if index == 0 and first_prefix else pad
         comment = f"  # {field.description}" if field.description else ""
         nested = _section_type(field.annotation)
-        if field.is_required():
-            value: Any = None
-        elif instance is not None and hasattr(instance, name):
-            value = getattr(instance, name)
+        # a required field has no default, but a default list item (e.g. a stage) still carries its value
+        known = instance is not None and name in getattr(instance, "model_fields_set", set()) | set(
+            getattr(instance, "__dict__", {})
+        )
+        if known:
+            value: Any = getattr(instance, name)
+        elif field.is_required():
+            value = None
         else:
             value = field.get_default(call_default_factory=True)
         if nested is not None and isinstance(value, BaseModel):
@@ -71,7 +75,7 @@ def _emit_model(model: type[BaseModel], instance: Any, lines: list[str], indent:
             for item in value:
                 _emit_model(item_type, item, lines, indent + 4, first_prefix=" " * (indent + 2) + "- ")
             continue
-        shown = "<required>" if field.is_required() else _scalar(value)
+        shown = "<required>" if field.is_required() and not known else _scalar(value)
         lines.append(f"{prefix}{name}: {shown}{comment}")
 
 

@@ -63,6 +63,47 @@ class CorpusSection(Section):
     )
 
 
+class PrepareSection(Section):
+    """Corpus preprocessing: a datatrove pipeline of normalisation, filters, PII masking and deduplication."""
+
+    normalize: bool = Field(True, description="NFC, whitespace, control/zero-width characters, stray jamo")
+    fix_mojibake: bool = Field(True, description="repair mojibake with ftfy (only texts its detector flags)")
+    strip_html: bool = Field(True, description="remove HTML tags and decode entities")
+    remove_boilerplate: bool = Field(True, description="drop boilerplate lines (copyright, share, subscribe)")
+    script_filter: bool = Field(True, description="drop documents whose letters are mostly not of the script")
+    min_script_share: float = Field(0.5, ge=0, le=1, description="minimum share of the script among letters")
+    lid_model: PathField | None = Field(None, description="optional local fastText language-ID model (.bin)")
+    lid_min_score: float = Field(0.5, ge=0, le=1, description="minimum language-ID score when lid_model is set")
+    quality_filter: bool = Field(True, description="length, symbol/digit shares and repetition rules")
+    min_chars: int = Field(2, ge=0, description="minimum document length (characters)")
+    max_chars: int = Field(1_000_000, ge=1, description="maximum document length (characters)")
+    max_symbol_share: float = Field(0.5, ge=0, le=1, description="maximum share of symbols among visible chars")
+    max_digit_share: float = Field(0.5, ge=0, le=1, description="maximum share of digits among visible chars")
+    max_duplicate_lines: float = Field(0.3, ge=0, le=1, description="maximum share of repeated lines")
+    max_duplicate_line_chars: float = Field(0.2, ge=0, le=1, description="maximum share of characters in them")
+    max_duplicate_paragraphs: float = Field(0.3, ge=0, le=1, description="maximum share of repeated paragraphs")
+    max_duplicate_ngram_chars: float = Field(
+        0.6, ge=0, le=1, description="maximum share of characters in repeated character 10-grams"
+    )
+    max_char_run_share: float = Field(0.5, ge=0, le=1, description="maximum share of characters in runs of 5+")
+    mask_pii: bool = Field(True, description="mask resident numbers, phones, e-mails, accounts, IPs")
+    dedup_exact: bool = Field(True, description="drop exact duplicates (hash of the normalised text)")
+    dedup_near: bool = Field(True, description="drop near duplicates (MinHash LSH over character n-grams)")
+    minhash_ngram: int = Field(5, ge=1, description="character n-gram size of the MinHash shingles (characters)")
+    minhash_bands: int = Field(20, ge=1, description="LSH bands (more: higher recall)")
+    minhash_rows: int = Field(5, ge=1, description="hashes per band (more: fewer false matches)")
+    perplexity_model: str | None = Field(None, description="optional reference model for a perplexity filter")
+    max_bits_per_byte: float = Field(4.0, gt=0, description="perplexity filter: drop above this (bits per byte)")
+    keep_dropped: bool = Field(False, description="write dropped documents to dropped/<reason>/ for inspection")
+    output_format: Literal["jsonl", "parquet"] = Field("jsonl", description="format of the cleaned shards")
+    tasks: int = Field(4, ge=1, description="datatrove tasks (shards of the input processed independently)")
+    workers: int = Field(2, ge=1, description="processes of the local executor")
+    executor: Literal["local", "slurm", "ray"] = Field("local", description="datatrove executor")
+    executor_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra keyword arguments for the Slurm/Ray executor (partition, time...)"
+    )
+
+
 SCRIPT_NAMES = tuple(SCRIPTS)
 DEFAULT_SIZES = [8000, 12000, 16000, 20000, 24000, 28000, 32000, 36000, 40000]
 
@@ -152,7 +193,12 @@ class LoraSection(Section):
 
     rank: int = Field(64, ge=1, description="adapter rank")
     alpha: float = Field(128.0, gt=0, description="scaling numerator (the update is scaled by alpha / rank)")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the adapter input")
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="dropout on the adapter input (off, as in peft: continual pretraining has data)",
+    )
     targets: Literal["all-linear"] | list[str] = Field(
         "all-linear", description="modules to adapt: all-linear (every linear layer but the LM head) or names"
     )
@@ -204,6 +250,7 @@ class TrainSection(Section):
         "auto", description="auto = bf16 autocast on a GPU that supports it, fp32 on CPU"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory)")
+    compile: bool = Field(False, description="torch.compile the model for each stage (faster on GPU, slow start)")
     optimizer: Literal["adamw", "adamw8bit"] = Field(
         "adamw", description="adamw (fused on CUDA) or adamw8bit (bitsandbytes, CUDA only)"
     )
@@ -228,6 +275,50 @@ class TrainSection(Section):
         return self
 
 
+KOBEST_TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
+
+
+class EvalSection(Section):
+    """Evaluation of the base and the adapted model."""
+
+    kobest: bool = Field(True, description="run KoBEST (local data from kobest_data, else the Hub; skipped offline)")
+    kobest_data: PathField | None = Field(
+        None, description="folder of <task>_<split>.jsonl files in skt/kobest_v1's layout; null = the Hub"
+    )
+    tasks: list[Literal[KOBEST_TASKS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(KOBEST_TASKS), description="KoBEST tasks"
+    )
+    shots: list[int] = Field(default_factory=lambda: [0], description="few-shot counts to run (examples)")
+    split: Literal["test", "validation"] = Field(
+        "test", description="split scored (a local folder without test files falls back to validation)"
+    )
+    limit: int | None = Field(None, ge=1, description="score at most this many examples per task (examples)")
+    batch_size: int = Field(16, ge=1, description="KoBEST requests per forward pass")
+    korean_chars: int = Field(50_000, ge=1000, description="held-out Korean text for bits per byte (characters)")
+    english_chars: int = Field(50_000, ge=1000, description="English text for bits per byte (characters)")
+    window: int = Field(1024, ge=16, description="scoring window for long documents (tokens)")
+
+    @model_validator(mode="after")
+    def _valid(self) -> EvalSection:
+        if any(k < 0 for k in self.shots) or not self.shots:
+            raise ValueError("eval.shots: one or more non-negative integers")
+        return self
+
+
+class ReportSection(Section):
+    """The HTML and Markdown report of a run."""
+
+    korean_prompts: list[str] = Field(
+        default_factory=lambda: ["대한민국의 수도는", "오늘 날씨가 좋아서", "국회는 법률안을"],
+        description="Korean prompts continued greedily by the base and the adapted model",
+    )
+    english_prompts: list[str] = Field(
+        default_factory=lambda: ["The capital of France is", "def fibonacci(n):"],
+        description="English prompts continued greedily by both models (forgetting, by eye)",
+    )
+    max_new_tokens: int = Field(32, ge=1, le=512, description="length of each generation (tokens)")
+
+
 class RunConfig(Section):
     """A whole run: every phase, from raw corpus to evaluated model and report."""
 
@@ -236,9 +327,12 @@ class RunConfig(Section):
     seed: int = Field(0, ge=0, description="seed for every random choice (splits, init, data order)")
     model: ModelSection = Field(default_factory=ModelSection, description="the base model")
     corpus: CorpusSection = Field(default_factory=CorpusSection, description="raw text sources")
+    prepare: PrepareSection = Field(default_factory=PrepareSection, description="corpus preprocessing")
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="new tokenizer and merge")
     extend: ExtendSection = Field(default_factory=ExtendSection, description="model extension and init")
     train: TrainSection = Field(default_factory=TrainSection, description="multistage continual pretraining")
+    eval: EvalSection = Field(default_factory=EvalSection, description="evaluation")
+    report: ReportSection = Field(default_factory=ReportSection, description="the report")
 
     @field_validator("name")
     @classmethod

@@ -26,6 +26,7 @@ from redwhale.config.schema import StageSection, TrainSection
 from redwhale.errors import ConfigError, RedwhaleError, missing_extra
 from redwhale.train import checkpoint as ckpt
 from redwhale.train.data import BlockStream, PackedBlocks, StreamState
+from redwhale.train.loss import CausalLMLoss
 from redwhale.train.metrics import MetricsLogger, memory_mb, peak_memory_mb
 from redwhale.train.select import NewRowsStep, apply_row_rules_to_grads, select
 
@@ -180,12 +181,27 @@ class Trainer:
         if resume_from is not None:
             ckpt.load_weights(resume_from, model)
         selection = select(model, stage, self.base_rows)
+        from accelerate.utils import DistributedType
+
+        sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if selection.row_rules and sharded:
+            raise ConfigError(
+                f"stage {stage.name!r}: training only new rows, or new rows at their own learning rate, "
+                "needs whole embedding tensors; with FSDP or DeepSpeed train all rows at one rate"
+            )
+        embedding = model.get_input_embeddings()
+        # A tied matrix gets a dense gradient from the LM head anyway: the lookup's gradient can then be sparse, which
+        # spares a vocabulary-sized zero-fill and addition per step (an untied one must stay dense for AdamW, and DDP
+        # expects a parameter's gradients to be all sparse or all dense).
+        embedding.sparse = bool(embedding.weight.requires_grad and self._tied(model) and acc.num_processes == 1)
         optimizer = make_optimizer(selection.groups, cfg, self.device)
         total_steps, per_step = stage_steps(stage, cfg, acc.num_processes)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(total_steps, stage.warmup_fraction, stage.min_lr_ratio)
         )
-        wrapped, optimizer = acc.prepare(model, optimizer)
+        wrapped, optimizer = acc.prepare(CausalLMLoss(model), optimizer)
+        if cfg.compile:
+            wrapped = torch.compile(wrapped)
         state = ckpt.TrainState(index, stage.name, 0, 0, False, stream.state.as_dict(), previous.total_tokens)
         if resume_from is not None:
             state = ckpt.TrainState.read(resume_from)
@@ -217,7 +233,7 @@ class Trainer:
                 sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(wrapped)
                 with sync:
                     with acc.autocast():
-                        loss = wrapped(input_ids=batch, labels=batch).loss
+                        loss = wrapped(batch)
                     acc.backward(loss / cfg.grad_accum)
                 loss_sum += loss.detach()
             apply_row_rules_to_grads(selection)
@@ -251,15 +267,17 @@ class Trainer:
                         "tokens_per_s": per_step / seconds,
                         "memory_mb": rss,
                         "seconds": seconds,
+                        "time": time.time(),
                     }
                 )
             progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{per_step / seconds:,.0f}")
             progress.update()
             if state.step % cfg.checkpoint_every == 0 and state.step < total_steps:
-                self._checkpoint(wrapped, optimizer, scheduler, state)
+                self._checkpoint(model, optimizer, scheduler, state)
         progress.close()
         elapsed = time.perf_counter() - started
-        model = acc.unwrap_model(wrapped)
+        training_peak = peak_memory_mb(self.device) or peak_rss  # before merging adapters and saving
+        embedding.sparse = False
         if stage.lora is not None:
             model = model.merge_and_unload()
         self.model = model
@@ -275,7 +293,7 @@ class Trainer:
             "trainable_parameters": selection.count(),
             "seconds": round(elapsed, 2),
             "tokens_per_s": (stepped * per_step / elapsed) if stepped else None,
-            "peak_memory_mb": peak_memory_mb(self.device) or peak_rss,
+            "peak_memory_mb": training_peak,
             "memory_measure": "cuda max_memory_allocated" if self.device.type == "cuda" else "process RSS",
             "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
             "resumed_at_step": start_step or None,
@@ -291,27 +309,32 @@ class Trainer:
         log.info("stage %s done: %d tokens in %.0f s", stage.name, state.tokens, elapsed)
         return state
 
+    @staticmethod
+    def _tied(model) -> bool:
+        head = model.get_output_embeddings()
+        return head is not None and head.weight is model.get_input_embeddings().weight
+
     def _checkpoint(self, model, optimizer, scheduler, state: ckpt.TrainState) -> None:
+        """Save ``model`` (the plain or peft model, never a DDP or loss wrapper) with the training state."""
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            ckpt.save(
-                self.checkpoints,
-                self.accelerator.unwrap_model(model),
-                optimizer,
-                scheduler,
-                state,
-                self.cfg.keep_checkpoints,
-            )
+            ckpt.save(self.checkpoints, model, optimizer, scheduler, state, self.cfg.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
     def _save_model(self, out: Path) -> None:
-        from transformers import AutoTokenizer
+        """Save the model with the tokenizer files of the model it started from."""
+        import shutil
 
         from redwhale.rundir import atomic_dir
 
         with atomic_dir(out) as tmp:
             self.model.save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(str(self.model_dir)).save_pretrained(tmp)
+            for path in self.model_dir.iterdir():
+                if path.is_file() and (
+                    path.name.startswith(("tokenizer", "special_tokens", "chat_template"))
+                    or path.name in ("vocab.json", "merges.txt", "added_tokens.json")
+                ):
+                    shutil.copy2(path, tmp / path.name)
 
     def _finish(self) -> dict[str, Any]:
         summary = {

@@ -1,0 +1,391 @@
+"""``redwhale train plan``: each stage's peak memory, estimated before anything is loaded.
+
+Per stage, in bytes:
+
+* weights: every parameter, fp32 (the trainer keeps fp32 master weights; bf16 exists only inside autocast);
+* gradients: the trainable parameters, fp32;
+* optimizer: AdamW keeps two fp32 moments per trainable parameter (8-bit AdamW: two bytes);
+* activations: what autograd saves for the backward pass. This is *measured*, not guessed: the model is built on
+  PyTorch's ``meta`` device (no memory, no weights) with the stage's parameters marked trainable, one micro-batch runs
+  forward with ``saved_tensors_hooks``, and the bytes of every distinct saved storage are summed. So frozen linear
+  layers that save no input, layers below the lowest trainable one that build no graph, LoRA's extra inputs and
+  gradient checkpointing are all accounted for as the installed transformers actually behaves. On a GPU, autocast
+  also keeps a bf16 copy of each weight a linear layer saves (counted here with the activations);
+* transients: one chunk of logits of the fused loss (:mod:`redwhale.train.loss`), and the gradient flowing back
+  through one layer.
+
+The micro-batch that fits is the largest whose total stays under the GPU memory minus a reserve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from redwhale.config.schema import StageSection, TrainSection
+from redwhale.errors import ConfigError
+from redwhale.train.loss import LOSS_CHUNK, CausalLMLoss
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+
+#: Architectures from the models' public config.json files, so plans need no download.
+PRESETS: dict[str, dict[str, Any]] = {
+    "llama-3.1-8b": dict(
+        model_type="llama",
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+    ),
+    "solar-10.7b": dict(
+        model_type="llama",
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=48,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+    ),
+    "qwen2.5-7b": dict(
+        model_type="qwen2",
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-6,
+    ),
+    "llama-3.2-1b": dict(
+        model_type="llama",
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+    ),
+    "smollm2-135m": dict(
+        model_type="llama",
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+    ),
+}
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    trainable_parameters: int
+    weights_gib: float
+    gradients_gib: float
+    optimizer_gib: float
+    activations_gib: float
+    transients_gib: float
+    total_gib: float
+    fits: bool
+    max_micro_batch: int
+    flops_per_token: float
+
+
+def model_config(spec: str, new_tokens: int, pad_to: int = 64):
+    """A transformers config for ``spec`` (a preset name, or anything the model loader accepts), with the
+    vocabulary grown by ``new_tokens`` (padded to a multiple of ``pad_to``)."""
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    if spec in PRESETS:
+        values = dict(PRESETS[spec])
+        config = CONFIG_MAPPING[values.pop("model_type")](**values)
+    else:
+        from redwhale.models.source import materialize, resolve
+
+        config = AutoConfig.from_pretrained(materialize(resolve(spec)))
+    vocab = config.vocab_size + new_tokens
+    config.vocab_size = -(-vocab // pad_to) * pad_to if pad_to else vocab
+    return config
+
+
+class _FlashLikeAttention(torch.autograd.Function):
+    """Stands in for fused attention on ``meta``: saves what flash / memory-efficient SDPA kernels save (queries,
+    keys and values at their own head counts, the output and a float32 log-sum-exp per query), never the
+    ``L x L`` matrix that PyTorch's reference path on ``meta`` would save."""
+
+    @staticmethod
+    def forward(ctx, query, key, value):
+        out = torch.empty_like(query)
+        ctx.save_for_backward(query, key, value, out, query.new_empty(query.shape[:3], dtype=torch.float32))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # pragma: no cover - the probe never runs backward
+        raise NotImplementedError
+
+
+_ATTENTION_CALLS: list[tuple[int, bool]] = []  # (query length x width, whether a gradient flows into it)
+
+
+def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    needs_grad = query.requires_grad or key.requires_grad or value.requires_grad
+    _ATTENTION_CALLS.append((query.shape[-2] * query.shape[-1] * query.shape[1], needs_grad))
+    return _FlashLikeAttention.apply(query, key, value).transpose(1, 2).contiguous(), None
+
+
+def _meta_model(config, gradient_checkpointing: bool):
+    from transformers import AttentionInterface, AutoModelForCausalLM
+
+    AttentionInterface.register("redwhale_probe", _probe_attention)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="redwhale_probe")
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return model
+
+
+@dataclass
+class Probe:
+    """What one meta forward of a stage measured."""
+
+    activation_bytes: int  # distinct storages autograd saved (parameters excluded)
+    flops_forward: float  # per micro-batch
+    flops_backward_input: float
+    flops_backward_weight: float
+
+    @property
+    def flops(self) -> float:
+        return self.flops_forward + self.flops_backward_input + self.flops_backward_weight
+
+
+class _EmulatedAutocast(torch.overrides.TorchFunctionMode):
+    """bf16 autocast as it behaves on CUDA, for ``meta`` tensors (autocast itself does not run on ``meta``): the
+    inputs of matrix products are cast to bf16, everything else keeps its dtype (so the residual stream and norms
+    stay fp32, and each linear layer saves bf16 copies of its input and weight, as under real autocast)."""
+
+    LOW_PRECISION = {
+        torch.nn.functional.linear,
+        torch.matmul,
+        torch.mm,
+        torch.bmm,
+        torch.addmm,
+        torch.baddbmm,
+        torch.Tensor.matmul,
+        torch.Tensor.__matmul__,
+    }
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.LOW_PRECISION:
+            args = tuple(
+                a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args
+            )
+        return func(*args, **(kwargs or {}))
+
+
+def probe(model, sequence_length: int, micro_batch: int, on_gpu: bool) -> Probe:
+    """Run one forward of ``micro_batch`` sequences on ``meta`` and measure what autograd keeps and the FLOPs.
+
+    Memory: every distinct saved storage (parameters excluded). On a GPU the forward runs under an emulation of bf16
+    autocast (:class:`_EmulatedAutocast`), so the bf16 copies of inputs and weights that linear layers save are
+    counted; on CPU (fp32) a saved weight is the parameter itself.
+    FLOPs (PaLM's convention): a linear layer costs ``2 * in * out`` per token forward, the same again backward if a
+    gradient flows into its input, and again if its weight trains; attention costs ``4 * s * width`` per token
+    forward, twice that backward when a gradient flows into it (no causal discount). Whether a gradient flows is read
+    from ``requires_grad`` during the forward, so it is exactly what autograd will compute."""
+    from torch import nn
+    from transformers import DynamicCache
+
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    saved: dict[int, int] = {}
+    flops = {"forward": 0.0, "input": 0.0, "weight": 0.0}
+
+    def pack(tensor: torch.Tensor):
+        key = tensor.untyped_storage()._cdata
+        if key not in params:
+            saved[key] = max(saved.get(key, 0), tensor.untyped_storage().nbytes())
+        return tensor
+
+    def count(module, inputs):
+        tokens = inputs[0].numel() // inputs[0].shape[-1]
+        cost = 2 * module.in_features * module.out_features * tokens
+        flops["forward"] += cost
+        flops["input"] += cost if inputs[0].requires_grad else 0
+        flops["weight"] += cost if module.weight.requires_grad else 0
+
+    hooks = [m.register_forward_pre_hook(count) for m in model.modules() if isinstance(m, nn.Linear)]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden_needs_grad: list[bool] = []
+    hooks.append(
+        base.get_decoder().register_forward_hook(
+            lambda module, args, output: hidden_needs_grad.append(output.last_hidden_state.requires_grad)
+        )
+    )
+    _ATTENTION_CALLS.clear()
+    ids = torch.zeros((micro_batch, sequence_length), dtype=torch.long, device="meta")
+    autocast = _EmulatedAutocast() if on_gpu else contextlib.nullcontext()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+            # an explicit cache keeps transformers from inspecting position ids for packed sequences, which needs
+            # values that meta tensors do not have; the cache holds no autograd state
+            CausalLMLoss(model, chunk=LOSS_CHUNK)(
+                ids, past_key_values=DynamicCache(config=getattr(model, "config", None))
+            )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # the LM head's matmul happens inside the fused loss, not in an nn.Linear call
+    head = base.get_output_embeddings()
+    if head is not None:
+        head_cost = 2 * head.weight.numel() * micro_batch * (sequence_length - 1)
+        flops["forward"] += head_cost
+        flops["input"] += head_cost if any(hidden_needs_grad) else 0
+        flops["weight"] += head_cost if head.weight.requires_grad else 0
+    for width, needs_grad in _ATTENTION_CALLS:
+        attention = 4 * sequence_length * width * micro_batch  # QK^T and AV, per token 2 s w each
+        flops["forward"] += attention
+        flops["input"] += 2 * attention if needs_grad else 0
+    return Probe(sum(saved.values()), flops["forward"], flops["input"], flops["weight"])
+
+
+def plan_stage(
+    model, stage: StageSection, cfg: TrainSection, base_rows: int, gpu_bytes: float, on_gpu: bool, reserve: float = 0.05
+) -> StagePlan:
+    """The memory of one stage at ``cfg.micro_batch_size``, and the largest micro-batch under ``gpu_bytes``."""
+    from redwhale.train.loop import wrap_lora
+    from redwhale.train.select import select
+
+    staged = wrap_lora(copy.deepcopy(model), stage) if stage.lora is not None else model
+    selection = select(staged, stage, base_rows)
+    trainable = selection.count()
+    total_params = sum(p.numel() for p in staged.parameters())
+    moment_bytes = 2 if cfg.optimizer == "adamw8bit" else 8
+    weights = total_params * 4
+    gradients = trainable * 4
+    optimizer = trainable * moment_bytes
+    # saved(b) = fixed + b * per_sequence: two probes separate what grows with the micro-batch from what does not
+    # (bf16 weight copies under autocast, the fused loss's weight-gradient buffer)
+    measured = probe(staged, cfg.sequence_length, 1, on_gpu)
+    per_sequence = probe(staged, cfg.sequence_length, 2, on_gpu).activation_bytes - measured.activation_bytes
+    fixed = measured.activation_bytes - per_sequence
+    vocab = model.config.vocab_size
+    hidden = model.config.hidden_size
+    # transients: one chunk of logits of the fused loss (fp32, plus its bf16 copy on a GPU) at the end of the forward;
+    # in backward, the gradient flowing back through one layer (fp32 hidden-sized, a few buffers)
+    chunk_bytes = LOSS_CHUNK * vocab * (6 if on_gpu else 4)
+    transient_per_sequence = cfg.sequence_length * hidden * 4 * 4
+    static = weights + gradients + optimizer + fixed
+
+    def total(batch: int) -> float:
+        chunk = min(chunk_bytes, batch * cfg.sequence_length * vocab * (6 if on_gpu else 4))
+        return static + chunk + batch * (per_sequence + transient_per_sequence)
+
+    budget = gpu_bytes * (1 - reserve)
+    max_batch = 0
+    while max_batch < 4096 and total(max_batch + 1) <= budget:
+        max_batch += 1
+    b = cfg.micro_batch_size
+    return StagePlan(
+        stage=stage.name,
+        trainable_parameters=trainable,
+        weights_gib=weights / GIB,
+        gradients_gib=gradients / GIB,
+        optimizer_gib=optimizer / GIB,
+        activations_gib=(b * per_sequence + fixed) / GIB,
+        transients_gib=(total(b) - static - b * per_sequence) / GIB,
+        total_gib=total(b) / GIB,
+        fits=total(b) <= budget,
+        max_micro_batch=max_batch,
+        flops_per_token=measured.flops / cfg.sequence_length,
+    )
+
+
+def full_finetune_stage(stages: list[StageSection]) -> StageSection:
+    from redwhale.config.schema import Trainable
+
+    return StageSection(
+        name="full fine-tune",
+        trainable=Trainable(embeddings="all", lm_head="all", layers="all", norms=True),
+        tokens=1,
+        lr=stages[0].lr,
+    )
+
+
+def plan(
+    spec: str,
+    cfg: TrainSection,
+    gpu_memory_gib: float,
+    new_tokens: int = 20000,
+    on_gpu: bool = True,
+    include_full: bool = True,
+) -> dict[str, Any]:
+    """Plan every stage of ``cfg`` (and a full fine-tune for comparison) for ``spec`` on one GPU."""
+    config = model_config(spec, new_tokens)
+    base_rows = config.vocab_size - new_tokens
+    model = _meta_model(config, cfg.gradient_checkpointing)
+    if cfg.sequence_length > getattr(config, "max_position_embeddings", 1 << 30):
+        raise ConfigError(
+            f"train.sequence_length {cfg.sequence_length} exceeds the model's "
+            f"{config.max_position_embeddings} positions"
+        )
+    stages = list(cfg.stages) + ([full_finetune_stage(cfg.stages)] if include_full else [])
+    rows = [plan_stage(model, stage, cfg, base_rows, gpu_memory_gib * GIB, on_gpu) for stage in stages]
+    return {
+        "model": spec,
+        "vocab_size": config.vocab_size,
+        "new_tokens": new_tokens,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "gpu_memory_gib": gpu_memory_gib,
+        "sequence_length": cfg.sequence_length,
+        "micro_batch_size": cfg.micro_batch_size,
+        "optimizer": cfg.optimizer,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "precision": "bf16 autocast" if on_gpu else "fp32",
+        "stages": [asdict(r) for r in rows],
+    }
+
+
+def plan_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# Memory plan: {result['model']} (+{result['new_tokens']:,} tokens, {result['parameters'] / 1e9:.2f} B "
+        f"parameters) on {result['gpu_memory_gib']:g} GiB",
+        "",
+        f"Sequence {result['sequence_length']}, micro-batch {result['micro_batch_size']}, {result['optimizer']}, "
+        f"{result['precision']}, gradient checkpointing {'on' if result['gradient_checkpointing'] else 'off'}.",
+        "",
+        "| stage | trainable | weights | grads | optimizer | activations | transients | total (GiB) | fits | "
+        "max micro-batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
+    ]
+    for s in result["stages"]:
+        lines.append(
+            f"| {s['stage']} | {s['trainable_parameters'] / 1e6:,.1f} M | {s['weights_gib']:.1f} | "
+            f"{s['gradients_gib']:.1f} | {s['optimizer_gib']:.1f} | {s['activations_gib']:.1f} | "
+            f"{s['transients_gib']:.1f} | {s['total_gib']:.1f} | {'yes' if s['fits'] else 'no'} | "
+            f"{s['max_micro_batch']} |"
+        )
+    return "\n".join(lines) + "\n"
