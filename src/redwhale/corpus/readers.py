@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 import orjson
 from datatrove.data import Document
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
-from datatrove.pipeline.readers.base import BaseDiskReader
+from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
 
 from redwhale.errors import DataError
 
@@ -108,8 +108,14 @@ def _folder_and_pattern(path: str, suffixes: tuple[str, ...]) -> tuple[str, str 
     raise DataError(f"corpus input not found: {path}")
 
 
+BUNDLED = ("bundled:konlpy", "bundled:python-docs")
+
+
 def make_reader(spec: CorpusInput, report: ReadReport | None = None, text_unit: TextUnit = "paragraph"):
-    """A datatrove reader for one corpus input."""
+    """A datatrove reader for one corpus input. ``bundled:konlpy`` (the Korean text konlpy ships) and
+    ``bundled:python-docs`` (the English of CPython's reference) need no download."""
+    if spec.path.startswith("bundled:"):
+        return _bundled_reader(spec, text_unit)
     if spec.format != "hf" and "://" not in spec.path and not Path(spec.path).exists() and not _expand(spec.path):
         raise DataError(f"corpus input not found: {spec.path}")
     fmt = spec.format if spec.format != "auto" else detect_format(spec.path)
@@ -157,7 +163,7 @@ def iter_texts(
 
 def _reader_files(reader) -> list[str] | None:
     folder = getattr(reader, "data_folder", None)
-    if folder is None:
+    if folder is None or not hasattr(reader, "glob_pattern"):
         return None
     return folder.list_files(recursive=reader.recursive, glob_pattern=reader.glob_pattern)
 
@@ -231,6 +237,37 @@ class TextReader(BaseDiskReader):
                 document = self.get_document_from_dict({"text": piece.strip()}, filepath, index)
                 if document:
                     yield document
+
+
+class ListReader(BaseReader):
+    """Documents from an in-memory list of texts (bundled English)."""
+
+    name = "redwhale bundled"
+
+    def __init__(self, texts: list[str], limit: int = -1):
+        super().__init__(limit=limit)
+        self.texts = texts
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        if data:
+            yield from data
+        for index in range(rank, len(self.texts), world_size):
+            if self.limit != -1 and index >= self.limit:
+                break
+            document = self.get_document_from_dict({"text": self.texts[index]}, "bundled", index)
+            if document:
+                self.update_doc_stats(document)
+                yield document
+
+
+def _bundled_reader(spec: CorpusInput, text_unit: TextUnit):
+    from redwhale.corpus.bundled import konlpy_corpus_dir, python_docs_english
+
+    if spec.path == "bundled:konlpy":
+        return TextReader(str(konlpy_corpus_dir()), glob_pattern="**/*.txt", limit=spec.limit or -1, unit=text_unit)
+    if spec.path == "bundled:python-docs":
+        return ListReader(python_docs_english(unit="paragraph"), limit=spec.limit or -1)
+    raise DataError(f"unknown bundled corpus {spec.path!r}; bundled: {', '.join(BUNDLED)}")
 
 
 def _paragraphs(text: str) -> Iterator[str]:

@@ -1,0 +1,159 @@
+"""Korean filters as datatrove filters: each returns keep, or drop with a reason that the stats count.
+
+Why not the Gopher rules as they are: they count whitespace-separated *words*, and a Korean word (eojeol) is a stem
+plus particles or endings, so it is longer and rarer than an English word. The stop-word rule (a document must hold
+"the", "and", ...) drops every Korean document, and word-length and word-count bounds tuned for English misfire. The
+rules here count characters and lines instead, which mean the same thing in Korean and English:
+
+* script: the share of Hangul among letters (a model-free language check that is accurate for Korean; an optional
+  fastText language-ID model is used when a local model file is given);
+* length in characters; the share of symbols (neither letters, digits nor whitespace) and of digits;
+* repetition: duplicated lines and paragraphs (as Gopher, by count and by characters), duplicated character n-grams
+  (Gopher's word n-gram rule carried over to characters), and runs of one character (``ㅋㅋㅋㅋ``, ``!!!!``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from redwhale.tokenizer.scripts import Script, get_script
+
+_RUN = re.compile(r"(.)\1{4,}")  # a character repeated five times or more
+
+
+class ScriptFilter(BaseFilter):
+    """Keep documents whose letters are mostly of the target script (default: Hangul)."""
+
+    name = "🔤 script share"
+
+    def __init__(
+        self,
+        script: str = "hangul",
+        min_share: float = 0.5,
+        lid_model: str | None = None,
+        lid_language: str = "ko",
+        lid_min_score: float = 0.5,
+        exclusion_writer=None,
+    ):
+        super().__init__(exclusion_writer)
+        self.script: Script = get_script(script)
+        self.min_share = min_share
+        self.lid_model_path, self.lid_language, self.lid_min_score = lid_model, lid_language, lid_min_score
+        self._lid = None
+
+    def _lid_model(self):
+        if self._lid is None:
+            try:
+                import fasttext
+            except ImportError:
+                from redwhale.errors import RedwhaleError
+
+                raise RedwhaleError("prepare.lid_model needs the fasttext package: pip install fasttext") from None
+            self._lid = fasttext.load_model(self.lid_model_path)
+        return self._lid
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        share = self.script.share(doc.text)
+        doc.metadata["script_share"] = round(share, 3)
+        if share < self.min_share:
+            return False, "not_target_script"
+        if self.lid_model_path:
+            labels, scores = self._lid_model().predict(doc.text.replace("\n", " "))
+            if labels[0] != f"__label__{self.lid_language}" or scores[0] < self.lid_min_score:
+                return False, "language_id"
+        return True
+
+
+def _duplicate_fraction(items: list[str]) -> tuple[float, float]:
+    """Share of items that repeat an earlier one, and share of characters in them."""
+    seen: set[str] = set()
+    dup_count = dup_chars = total_chars = 0
+    for item in items:
+        total_chars += len(item)
+        if item in seen:
+            dup_count += 1
+            dup_chars += len(item)
+        else:
+            seen.add(item)
+    return (dup_count / len(items) if items else 0.0), (dup_chars / total_chars if total_chars else 0.0)
+
+
+def duplicate_ngram_fraction(text: str, n: int) -> float:
+    """Share of characters (whitespace removed) covered by character n-grams that occur more than once."""
+    chars = "".join(text.split())
+    if len(chars) < 2 * n:
+        return 0.0
+    grams = [chars[i : i + n] for i in range(len(chars) - n + 1)]
+    counts = Counter(grams)
+    covered = bytearray(len(chars))
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            covered[i : i + n] = b"\x01" * n
+    return sum(covered) / len(chars)
+
+
+class KoreanQualityFilter(BaseFilter):
+    """Length, symbol and digit shares, and repetition, with thresholds suited to Korean (see the module doc)."""
+
+    name = "🥇 Korean quality"
+
+    def __init__(
+        self,
+        min_chars: int = 1,
+        max_chars: int = 1_000_000,
+        max_symbol_share: float = 0.5,
+        max_digit_share: float = 0.5,
+        max_duplicate_lines: float = 0.3,
+        max_duplicate_line_chars: float = 0.2,
+        max_duplicate_paragraphs: float = 0.3,
+        ngram_size: int = 10,
+        max_duplicate_ngram_chars: float = 0.6,
+        max_char_run_share: float = 0.5,
+        exclusion_writer=None,
+    ):
+        super().__init__(exclusion_writer)
+        self.min_chars, self.max_chars = min_chars, max_chars
+        self.max_symbol_share, self.max_digit_share = max_symbol_share, max_digit_share
+        self.max_duplicate_lines, self.max_duplicate_line_chars = max_duplicate_lines, max_duplicate_line_chars
+        self.max_duplicate_paragraphs = max_duplicate_paragraphs
+        self.ngram_size, self.max_duplicate_ngram_chars = ngram_size, max_duplicate_ngram_chars
+        self.max_char_run_share = max_char_run_share
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        text = doc.text
+        length = len(text)
+        if length < self.min_chars:
+            return False, "too_short"
+        if length > self.max_chars:
+            return False, "too_long"
+        visible = [c for c in text if not c.isspace()]
+        if visible:
+            symbols = sum(1 for c in visible if not c.isalnum())
+            digits = sum(1 for c in visible if c.isdigit())
+            if symbols / len(visible) > self.max_symbol_share:
+                return False, "symbols"
+            if digits / len(visible) > self.max_digit_share:
+                return False, "digits"
+        lines = [line for line in text.split("\n") if line.strip()]
+        if len(lines) > 1:
+            by_count, by_chars = _duplicate_fraction(lines)
+            if by_count > self.max_duplicate_lines:
+                return False, "duplicate_lines"
+            if by_chars > self.max_duplicate_line_chars:
+                return False, "duplicate_line_chars"
+        paragraphs = [p for p in text.split("\n\n") if p.strip()]
+        if len(paragraphs) > 1 and _duplicate_fraction(paragraphs)[0] > self.max_duplicate_paragraphs:
+            return False, "duplicate_paragraphs"
+        runs = sum(len(m.group(0)) for m in _RUN.finditer(text))
+        if visible and runs / len(visible) > self.max_char_run_share:
+            return False, "character_runs"
+        if (
+            length >= 4 * self.ngram_size
+            and duplicate_ngram_fraction(text, self.ngram_size) > self.max_duplicate_ngram_chars
+        ):
+            return False, "duplicate_ngrams"
+        return True

@@ -1,0 +1,120 @@
+"""Korean text normalisation as a datatrove step: Unicode NFC, mojibake repair, HTML remnants, control and zero-width
+characters, stray conjoining jamo, whitespace, and boilerplate lines. Each change is counted in the step's stats."""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+# C0/C1 controls except tab and newline; zero-width characters, word joiner, BOM, soft hyphen
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200d\u2060\ufeff]")
+_SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_RUNS = re.compile(r"[ \t]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_TAGS = re.compile(r"</?[A-Za-z][A-Za-z0-9]{0,10}(\s[^<>]{0,200})?/?>")
+_BREAKS = re.compile(r"<\s*(br|/p|/div|/li|/tr|/h[1-6])\s*/?>", re.IGNORECASE)
+_ENTITY = re.compile(r"&(#\d{1,6}|#x[0-9a-fA-F]{1,6}|[A-Za-z]{2,8});")
+
+#: Lines that are site furniture, not text (Korean news and portal boilerplate).
+BOILERPLATE = re.compile(
+    r"^\s*(?:"
+    r".*무단\s*전재.*(?:배포|금지).*"
+    r"|.*(?:ⓒ|©|\(c\)|Copyright).{0,60}(?:All rights reserved|무단|저작권).*"
+    r"|(?:저작권자|기사제보|보도자료|구독하기|네이버 메인에서|카카오톡 채널|페이스북 공유|트위터 공유).{0,60}"
+    r"|[▶▷☞※►].{0,40}(?:바로가기|더보기|클릭|구독|다운로드).*"
+    r"|(?:로그인|회원가입|이용약관|개인정보처리방침|고객센터)(?:\s*[|·/]\s*(?:로그인|회원가입|이용약관|개인정보처리방침|고객센터))+\s*"
+    r")\s*$",
+    re.IGNORECASE,
+)
+
+# Modern conjoining jamo -> compatibility jamo (choseong, jungseong, jongseong), for jamo that NFC leaves alone
+_CHOSEONG = "ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"
+_JUNGSEONG = "ㅏㅐㅑㅒㅓㅔㅕㅖㅗㅘㅙㅚㅛㅜㅝㅞㅟㅠㅡㅢㅣ"
+_JONGSEONG = "ㄱㄲㄳㄴㄵㄶㄷㄹㄺㄻㄼㄽㄾㄿㅀㅁㅂㅄㅅㅆㅇㅈㅊㅋㅌㅍㅎ"
+JAMO_TO_COMPAT = {
+    **{0x1100 + i: c for i, c in enumerate(_CHOSEONG)},
+    **{0x1161 + i: c for i, c in enumerate(_JUNGSEONG)},
+    **{0x11A8 + i: c for i, c in enumerate(_JONGSEONG)},
+}
+_STRAY_JAMO = re.compile("[\u1100-\u1112\u1161-\u1175\u11a8-\u11c2]")
+
+
+def normalize_text(
+    text: str,
+    counts: dict[str, int] | None = None,
+    fix_mojibake: bool = True,
+    strip_html: bool = True,
+    remove_boilerplate: bool = True,
+) -> str:
+    """Normalise one text; ``counts`` (if given) receives the number of documents each change touched."""
+
+    def hit(key: str) -> None:
+        if counts is not None:
+            counts[key] = counts.get(key, 0) + 1
+
+    if fix_mojibake:
+        import ftfy
+        from ftfy.badness import is_bad
+
+        if is_bad(text):  # cheap detector first: ftfy's full repair is slow and most text is fine
+            fixed = ftfy.fix_text(text, normalization="NFC")
+            if fixed != text:
+                text = fixed
+                hit("mojibake_fixed")
+    normalized = unicodedata.normalize("NFC", text)
+    if normalized != text:
+        text = normalized
+        hit("nfc_changed")
+    if strip_html and ("<" in text or "&" in text):
+        cleaned = _BREAKS.sub("\n", text)
+        cleaned = _TAGS.sub(" ", cleaned)
+        cleaned = _ENTITY.sub(lambda m: html.unescape(m.group(0)), cleaned)
+        if cleaned != text:
+            text = cleaned
+            hit("html_cleaned")
+    cleaned = _CONTROLS.sub("", text)
+    if cleaned != text:
+        text = cleaned
+        hit("controls_removed")
+    if _STRAY_JAMO.search(text):
+        text = _STRAY_JAMO.sub(lambda m: JAMO_TO_COMPAT[ord(m.group(0))], text)
+        hit("stray_jamo_mapped")
+    text = _SPACES.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = [_RUNS.sub(" ", line).strip() for line in text.split("\n")]
+    if remove_boilerplate:
+        kept = [line for line in lines if not (line and BOILERPLATE.match(line))]
+        if len(kept) != len(lines):
+            hit("boilerplate_lines_removed")
+        lines = kept
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+class KoreanNormalizer(PipelineStep):
+    """Normalises every document's text; a document left empty is dropped (``dropped_empty_after_normalisation``)."""
+
+    type = "🧹 - NORMALISE"
+    name = "🇰🇷 Korean normaliser"
+
+    def __init__(self, fix_mojibake: bool = True, strip_html: bool = True, remove_boilerplate: bool = True):
+        super().__init__()
+        self.fix_mojibake, self.strip_html, self.remove_boilerplate = fix_mojibake, strip_html, remove_boilerplate
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for document in data:
+            with self.track_time():
+                counts: dict[str, int] = {}
+                document.text = normalize_text(
+                    document.text, counts, self.fix_mojibake, self.strip_html, self.remove_boilerplate
+                )
+                self.stat_update("total")
+                for key in counts:
+                    self.stat_update(key)
+                if not document.text:
+                    self.stat_update("dropped", "dropped_empty_after_normalisation")
+                    continue
+                self.stat_update("forwarded")
+            yield document

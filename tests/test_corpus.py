@@ -1,0 +1,215 @@
+"""Corpus preprocessing: each step on hand-written Korean examples, PII patterns, near duplicates, and the datatrove
+pipeline end to end with two tasks."""
+
+import gzip
+import json
+import random
+import unicodedata
+
+import pytest
+from datatrove.data import Document
+
+from helpers import ENGLISH_LINES, KOREAN_LINES
+from redwhale.config.schema import CorpusInput, PrepareSection
+from redwhale.corpus.filters import KoreanQualityFilter, ScriptFilter
+from redwhale.corpus.normalize import normalize_text
+from redwhale.corpus.pii import mask_pii
+from redwhale.corpus.pipeline import prepare
+
+PETITION = (
+    "안녕하세요. 저는 서울에 사는 평범한 직장인입니다. 최근 대중교통 요금이 크게 올라서 많은 시민들이 "
+    "어려움을 겪고 있습니다. 정부에서 이 문제를 다시 검토해 주시기를 간곡히 부탁드립니다. "
+    "특히 출퇴근 시간에 버스와 지하철을 이용하는 학생과 노인들의 부담이 큽니다."
+)
+
+
+def doc(text):
+    return Document(text=text, id="x")
+
+
+def verdict(step, text):
+    result = step.filter(doc(text))
+    return (True, None) if result is True else result
+
+
+# --------------------------------------------------------------------------------------------------- normalise
+def test_nfc_and_stray_jamo():
+    decomposed = unicodedata.normalize("NFD", "한국어")
+    assert normalize_text(decomposed) == "한국어"
+    assert normalize_text("자음 \u1100 하나") == "자음 ㄱ 하나"  # a lone conjoining jamo becomes the visible jamo
+
+
+def test_mojibake_is_repaired():
+    broken = "안녕하세요 반갑습니다".encode().decode("latin-1")
+    counts = {}
+    assert normalize_text(broken, counts) == "안녕하세요 반갑습니다"
+    assert counts["mojibake_fixed"] == 1
+
+
+def test_controls_zero_width_whitespace_html_boilerplate():
+    text = (
+        "<p>대한민국은&nbsp;민주공화국이다.</p><br>국민\u200b의\u00a0  권리\x07\t\t입니다.\r\n\r\n\r\n\r\n"
+        "무단 전재 및 재배포 금지\n▶ 네이버에서 구독하기 바로가기\n마지막 문장입니다."
+    )
+    counts = {}
+    # </p><br> is a paragraph break: a blank line
+    assert normalize_text(text, counts) == "대한민국은 민주공화국이다.\n\n국민의 권리 입니다.\n\n마지막 문장입니다."
+    assert {"html_cleaned", "controls_removed", "boilerplate_lines_removed"} <= set(counts)
+
+
+def test_clean_text_is_left_alone():
+    for line in KOREAN_LINES + ENGLISH_LINES[:2]:
+        assert normalize_text(line) == line.strip()
+
+
+# ------------------------------------------------------------------------------------------------------ filters
+def test_script_filter_keeps_korean_and_drops_english():
+    step = ScriptFilter()
+    assert verdict(step, PETITION) == (True, None)
+    assert verdict(step, "이 영화 진짜 재밌어요 ㅋㅋ 10점 만점에 10점!") == (True, None)
+    assert verdict(step, " ".join(ENGLISH_LINES)) == (False, "not_target_script")
+    assert verdict(step, "12345 !!! ???") == (False, "not_target_script")
+
+
+@pytest.mark.parametrize("text", [PETITION, "굿", "최고의 영화 ㅠㅠ", "재밌어요ㅋㅋㅋ 또 보고 싶다", "1점도 아깝다..."])
+def test_quality_filter_keeps_real_korean(text):
+    assert verdict(KoreanQualityFilter(), text) == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("지금 바로 클릭하세요\n" * 12, "duplicate_lines"),
+        ("ㅋ" * 40, "character_runs"),
+        ("!!!!@@@@####$$$$%%%%^^^^&&&&****((((", "symbols"),
+        ("010 1234 5678 9999 0000 1111 2222 3333 4444", "digits"),
+        ("", "too_short"),
+        ("무료 쿠폰 받아가세요 " * 30, "duplicate_ngrams"),
+    ],
+)
+def test_quality_filter_drops_noise_with_its_reason(text, reason):
+    assert verdict(KoreanQualityFilter(), text) == (False, reason)
+
+
+# ---------------------------------------------------------------------------------------------------------- PII
+@pytest.mark.parametrize(
+    ("text", "masked", "kind"),
+    [
+        ("주민번호는 900101-1234567 입니다", "주민번호는 [주민번호] 입니다", "rrn"),
+        ("연락처 010-1234-5678 로 주세요", "연락처 [전화번호] 로 주세요", "phone"),
+        ("사무실 02-123-4567, 팩스 031-234-5678", "사무실 [전화번호], 팩스 [전화번호]", "phone"),
+        ("해외에서는 +82 10-1234-5678", "해외에서는 [전화번호]", "phone"),
+        ("문의: hong.gildong@example.co.kr 로", "문의: [이메일] 로", "email"),
+        ("서버 192.168.0.12 접속", "서버 [IP주소] 접속", "ip"),
+        ("입금 계좌 110-123-456789 (신한)", "입금 계좌 [계좌번호] (신한)", "account"),
+    ],
+)
+def test_pii_is_masked_with_typed_placeholders(text, masked, kind):
+    out, counts = mask_pii(text)
+    assert out == masked and counts[kind] >= 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2019-04-15에 청원을 올렸습니다",
+        "2017.08.22 13:00 기준",
+        "가격은 1,000,000원입니다",
+        "원주율 3.14159",
+        "버전 1.2.3 배포",
+        "2018-2019 시즌",
+        "우편번호 123456",
+        "전화 주세요 119",
+        "1588-1234 고객센터 (대표번호)",
+        "제19대 대통령 선거는 2017년 5월 9일",
+        "총 3,456,789명이 서명했습니다",
+    ],
+)
+def test_pii_spares_dates_prices_and_numbers(text):
+    assert mask_pii(text) == (text, {})
+
+
+# ----------------------------------------------------------------------------------------------- near duplicates
+def edit_words(text, share, rng):
+    words = text.split()
+    for i in rng.sample(range(len(words)), max(1, round(share * len(words)))):
+        words[i] = rng.choice(["그리고", "정말", "매우", "새로운", "다른", "많은"])
+    return " ".join(words)
+
+
+def test_a_near_duplicate_with_a_tenth_of_words_edited_is_found(tmp_path):
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.utils.hashing import HashConfig
+
+    from redwhale.corpus.dedup import DedupSignatures
+
+    cfg = PrepareSection()
+    config = MinhashConfig(
+        hash_config=HashConfig(precision=64), num_buckets=cfg.minhash_bands, hashes_per_bucket=cfg.minhash_rows
+    )
+    step = DedupSignatures(str(tmp_path / "m"), None, config, cfg.minhash_ngram)
+    rng = random.Random(0)
+    base = PETITION + " " + " ".join(KOREAN_LINES[:6])
+    signature = step.get_signature(step.get_shingles(base))
+    found = 0
+    for _ in range(20):
+        copy = step.get_signature(step.get_shingles(edit_words(base, 0.10, rng)))
+        found += any(a == b for a, b in zip(signature, copy, strict=True))
+    unrelated = step.get_signature(step.get_shingles(" ".join(KOREAN_LINES[10:20])))
+    assert found >= 18
+    assert not any(a == b for a, b in zip(signature, unrelated, strict=True))
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def raw_corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("raw")
+    rng = random.Random(3)
+    words = sorted({w.strip(".,?!") for line in KOREAN_LINES + [PETITION] for w in line.split()})
+    docs = [" ".join(rng.sample(words, 40)) + "." for _ in range(40)]  # distinct documents
+    docs.append(docs[0])  # exact duplicate (after normalisation: extra spaces)
+    docs[-1] = docs[-1].replace(" ", "  ", 3)
+    docs.append(edit_words(docs[1], 0.10, rng))  # near duplicate
+    docs.append(" ".join(ENGLISH_LINES))  # not Korean
+    docs.append("반복되는 광고 문장입니다\n" * 10)  # repeated lines
+    docs.append(f"{PETITION} 제 번호는 010-9876-5432 입니다.")  # PII
+    half = len(docs) // 2
+    for name, part in (("a.jsonl", docs[:half]), ("b.jsonl", docs[half:])):
+        lines = [json.dumps({"text": t}, ensure_ascii=False) for t in part]
+        if name == "b.jsonl":
+            lines.insert(2, "{broken json")
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder, len(docs)
+
+
+def read_output(work):
+    out = {}
+    for split in ("train", "heldout"):
+        out[split] = []
+        for path in sorted((work / "output" / split).glob("*.jsonl.gz")):
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                out[split] += [json.loads(line)["text"] for line in handle]
+    return out
+
+
+def test_pipeline_end_to_end_with_two_tasks(tmp_path, raw_corpus):
+    folder, total = raw_corpus
+    cfg = PrepareSection(tasks=2, workers=1, keep_dropped=True)
+    summary = prepare([CorpusInput(path=str(folder))], cfg, tmp_path / "w", heldout_fraction=0.2)
+    drops = summary["dropped_by_reason"]
+    assert drops["not_target_script"] == 1
+    assert drops["duplicate_lines"] == 1
+    assert drops["exact_duplicate"] == 1
+    assert drops["near_duplicate"] == 1
+    assert summary["malformed_lines"] == 1
+    assert summary["pii_masked"] == {"phone": 1}
+    assert summary["documents_in"] == total
+    assert summary["documents_kept"] == total - 4
+    output = read_output(tmp_path / "w")
+    assert len(output["train"]) + len(output["heldout"]) == total - 4 and output["heldout"]
+    assert any("[전화번호]" in t for t in output["train"] + output["heldout"])
+    assert (tmp_path / "w" / "summary.md").read_text().count("|") > 10
+    assert list((tmp_path / "w" / "dropped" / "script").glob("*.jsonl.gz"))
+    # a rerun skips the completed tasks and leaves the same output
+    again = prepare([CorpusInput(path=str(folder))], cfg, tmp_path / "w", heldout_fraction=0.2)
+    assert again["documents_kept"] == summary["documents_kept"] and read_output(tmp_path / "w") == output
