@@ -36,7 +36,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q -n $(WORKERS) --durations=15
 
 demo: $(VENV)/.installed-demo
-	$(VENV)/bin/redwhale demo
+	$(VENV)/bin/redwhale run configs/demo.yaml
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench

@@ -14,6 +14,15 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["data.json"]
 
 
+def test_atomic_write_gives_the_mode_open_would(tmp_path):
+    import os
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    target = atomic_write_json(tmp_path / "atomic.json", {})
+    assert os.stat(target).st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+
+
 def test_atomic_dir_keeps_the_old_result_when_the_block_fails(tmp_path):
     final = tmp_path / "phase"
     with atomic_dir(final) as tmp:

@@ -11,7 +11,7 @@ import sys
 import click
 import typer
 
-from redwhale.cli import config, model, tokenizer, train  # noqa: F401  (each module registers its commands)
+from redwhale.cli import config, evaluate, model, prepare, run, tokenizer, train  # noqa: F401  (each module registers its commands)
 from redwhale.cli.app import app, state
 from redwhale.errors import RedwhaleError
 

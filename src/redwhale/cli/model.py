@@ -42,12 +42,13 @@ def model_info(
 
 @app.command("demo")
 def demo(
-    cache_dir: Annotated[Path | None, typer.Option(help="GGUF conversion cache.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where runs go (default: the config's, runs/).")] = None,
 ) -> None:
-    """Convert the embedded SmolLM2, show its Korean characters per token and a greedy English sample."""
+    """Adapt the embedded SmolLM2 to Korean with konlpy's text: configs/demo.yaml, every phase, with a report."""
+    from redwhale.cli.run import print_result
     from redwhale.demo import run_demo
 
-    run_demo(cache_dir=cache_dir)
+    print_result(run_demo(run_dir))
 
 
 def _texts(paths: list[str] | None, text_field: str | None) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from redwhale.evaluate.bpb import bits_per_byte
-from redwhale.models.extend import calibration_data, extend, is_tied
+from redwhale.models.extend import calibration_data, extend, is_tied, save_extended
 from redwhale.rundir import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,11 @@ def compare_init(
     seed: int = 0,
     window: int = 1024,
     cache_dir: str | Path | None = None,
+    save_method: str | None = None,
+    save_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Measure each init method; return and write the table."""
+    """Measure each init method; return and write the table. The model of ``save_method`` is also saved to
+    ``save_dir`` (as ``redwhale model extend`` would), so a run does not initialise it twice."""
     from transformers import AutoTokenizer
 
     from redwhale.models.source import load_model, load_tokenizer
@@ -57,6 +60,9 @@ def compare_init(
         rows[method] = _score(model, merged, korean, english, window)
         if "calibration" in report:
             rows[method]["calibration"] = report["calibration"]
+        if method == save_method and save_dir is not None:
+            report.update(base=base_spec, tokenizer=str(tokenizer_dir))
+            save_extended(model, merged, Path(save_dir), report)
         log.info(
             "%s: Korean %.4f, English %.4f bits/byte", method, rows[method]["korean_bpb"], rows[method]["english_bpb"]
         )

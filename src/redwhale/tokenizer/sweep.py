@@ -256,9 +256,9 @@ def plot_sweep(result: dict[str, Any], path: Path) -> Path:
     right.set_ylabel("REC", color="tab:red")
     left.axvline(result["chosen_size"], color="gray", linestyle=":", label=f"chosen: {result['chosen_size']:,}")
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, frameon=False)
-    left.set_title(f"Vocabulary sweep: {result['script']} on {result['base']}", fontsize=10, pad=22)
-    fig.tight_layout()
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    left.set_title(f"Vocabulary sweep: {result['script']} on {Path(str(result['base'])).name}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below the axes
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
