@@ -71,7 +71,18 @@ def test_script_filter_keeps_korean_and_drops_english():
     assert verdict(step, "12345 !!! ???") == (False, "not_target_script")
 
 
-@pytest.mark.parametrize("text", [PETITION, "굿", "최고의 영화 ㅠㅠ", "재밌어요ㅋㅋㅋ 또 보고 싶다", "1점도 아깝다..."])
+@pytest.mark.parametrize(
+    "text",
+    [
+        PETITION,
+        "굿",
+        "최고의 영화 ㅠㅠ",
+        "재밌어요ㅋㅋㅋ 또 보고 싶다",
+        "1점도 아깝다...",
+        "정말 재밌다\n배우 연기 최고ㅋㅋ\n또 보고 싶어요",  # informal lines without periods still end sentences
+        "대한민국헌법\n\n제1장 총강\n\n제1조 ① 대한민국은 민주공화국이다.\n② 모든 권력은 국민으로부터 나온다.",
+    ],
+)
 def test_quality_filter_keeps_real_korean(text):
     assert verdict(KoreanQualityFilter(), text) == (True, None)
 
@@ -85,6 +96,8 @@ def test_quality_filter_keeps_real_korean(text):
         ("010 1234 5678 9999 0000 1111 2222 3333 4444", "digits"),
         ("", "too_short"),
         ("무료 쿠폰 받아가세요 " * 30, "duplicate_ngrams"),
+        ("홈 > 뉴스 > 사회\n글자크기 가 가 가\n전체메뉴 검색 닫기\nURL 복사 카카오톡 공유", "no_sentences"),
+        ("안녕하세요".encode().decode("cp949", errors="replace") + " 대한민국 만세입니다", "undecodable"),
     ],
 )
 def test_quality_filter_drops_noise_with_its_reason(text, reason):

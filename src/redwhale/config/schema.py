@@ -86,6 +86,12 @@ class PrepareSection(Section):
         0.6, ge=0, le=1, description="maximum share of characters in repeated character 10-grams"
     )
     max_char_run_share: float = Field(0.5, ge=0, le=1, description="maximum share of characters in runs of 5+")
+    max_replacement_share: float = Field(
+        0.001, ge=0, le=1, description="maximum share of U+FFFD replacement characters (undecodable bytes)"
+    )
+    min_sentence_lines: float = Field(
+        0.1, ge=0, le=1, description="minimum share of lines ending a sentence (documents of 3+ lines)"
+    )
     mask_pii: bool = Field(True, description="mask resident numbers, phones, e-mails, accounts, IPs")
     dedup_exact: bool = Field(True, description="drop exact duplicates (hash of the normalised text)")
     dedup_near: bool = Field(True, description="drop near duplicates (MinHash LSH over character n-grams)")

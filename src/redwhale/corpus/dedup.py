@@ -13,7 +13,9 @@ kinds in one pass with the drop reason, because both index documents by their po
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
+import unicodedata
 
 import numpy as np
 from datatrove.data import DocumentsPipeline
@@ -24,7 +26,7 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignatur
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.utils.binaryio import read_np_from_file
 from datatrove.utils.hashing import HashConfig, create_hash_func
-from datatrove.utils.text import simplify_text
+from datatrove.utils.text import TextNormConfig, simplify_text
 from datatrove.utils.typeshelper import ExtensionHelperSD
 from datatrove.utils.word_tokenizers import WordTokenizer
 
@@ -43,9 +45,54 @@ class _UnusedWordTokenizer(WordTokenizer):
         return [(0, len(text))]
 
 
+_COMBINING = None
+
+
 def normalized_for_hash(text: str) -> str:
-    """Lower-cased, punctuation-free, whitespace-collapsed text (datatrove's ``simplify_text``)."""
-    return simplify_text(text)
+    """Lower-cased, punctuation-free, whitespace-collapsed text without diacritics, in NFC.
+
+    datatrove's ``simplify_text`` strips diacritics by NFD without recomposing, which turns every Hangul syllable
+    into two or three jamo (so a "5-gram" would span about two syllables) and runs a Python loop per character. This
+    does the same steps, then recomposes (Hangul stays syllables) and skips the loop when there is no combining mark.
+    """
+    global _COMBINING
+    if _COMBINING is None:
+        points = [c for c in range(0x110000) if unicodedata.category(chr(c)) == "Mn"]
+        ranges, start = [], points[0]
+        for prev, cur in zip(points, points[1:] + [-1], strict=True):
+            if cur != prev + 1:  # a character class of ranges: a class of 2,000 single characters is slow to search
+                ranges.append(f"\\U{start:08x}-\\U{prev:08x}")
+                start = cur
+        _COMBINING = re.compile(f"[{''.join(ranges)}]")
+    text = simplify_text(text, TextNormConfig(norm_unicode_diacritics=False))
+    decomposed = unicodedata.normalize("NFD", text)
+    if _COMBINING.search(decomposed):
+        decomposed = _COMBINING.sub("", decomposed)
+    return unicodedata.normalize("NFC", decomposed)
+
+
+def char_ngram_hashes(text: str, n: int) -> np.ndarray:
+    """Distinct 64-bit hashes of the character n-grams of ``text`` (one n-gram: the whole text when shorter).
+
+    Written by hand (vectorised): datatrove shingles words, and hashing each n-gram through xxhash from Python costs
+    a call per character. A polynomial rolling hash over the code points, then a splitmix64 finaliser to spread the
+    bits, both in wrapping uint64 arithmetic.
+    """
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if len(codes) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    width = min(n, len(codes))
+    count = len(codes) - width + 1
+    with np.errstate(over="ignore"):
+        h = np.zeros(count, dtype=np.uint64)
+        for k in range(width):
+            h = h * np.uint64(0x100000001B3) + codes[k : k + count] + np.uint64(1)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return np.unique(h)
 
 
 def _exact_content(doc) -> bytes:
@@ -71,15 +118,9 @@ class DedupSignatures(MinhashDedupSignature):
         super().__init__(output_folder=minhash_folder, config=config, language=_UnusedWordTokenizer())
         self.char_ngrams = char_ngrams
         self._exact = ExactDedupSignature(exact_folder, exact_config()) if exact_folder else None
-        self._char_hash = create_hash_func(config.hash_config, bytes)
 
     def get_shingles(self, text: str) -> np.ndarray:
-        chars = normalized_for_hash(text)
-        n = self.char_ngrams
-        grams = {chars[i : i + n] for i in range(len(chars) - n + 1)}
-        return np.fromiter(
-            (self._char_hash(g.encode("utf-8")) for g in grams), dtype=np.uint64, count=len(grams)
-        ).reshape((-1, 1))
+        return char_ngram_hashes(normalized_for_hash(text), self.char_ngrams).reshape((-1, 1))
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
         exact: list[tuple[int, int, int]] = []

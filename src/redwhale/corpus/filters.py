@@ -9,7 +9,13 @@ rules here count characters and lines instead, which mean the same thing in Kore
   fastText language-ID model is used when a local model file is given);
 * length in characters; the share of symbols (neither letters, digits nor whitespace) and of digits;
 * repetition: duplicated lines and paragraphs (as Gopher, by count and by characters), duplicated character n-grams
-  (Gopher's word n-gram rule carried over to characters), and runs of one character (``ㅋㅋㅋㅋ``, ``!!!!``).
+  (Gopher's word n-gram rule carried over to characters), and runs of one character (``ㅋㅋㅋㅋ``, ``!!!!``);
+* undecodable text: the share of U+FFFD replacement characters (what is left of bytes decoded with the wrong codec,
+  e.g. UTF-8 read as cp949; mojibake ftfy can repair is repaired earlier, in normalisation);
+* no sentences: C4 keeps lines ending in terminal punctuation, which drops informal Korean (reviews, comments end
+  without a period). A Korean sentence ends in a predicate, and predicates end in few syllables (다, 요, 죠, 까, 니,
+  네, 라, 자, 음, 함, 됨, 임...). A document of several lines none of whose lines ends in punctuation or such an ending
+  is menus and navigation (``홈 > 뉴스 > 사회``, ``URL 복사``), not text.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from redwhale.tokenizer.scripts import Script, get_script
 
 _RUN = re.compile(r"(.)\1{4,}")  # a character repeated five times or more
+# a line that ends a sentence: terminal punctuation, or a Korean predicate ending, before closing quotes/brackets/emoji
+_SENTENCE_END = re.compile(
+    r"(?:[.!?…。？！~]|[다요죠까니네라자음함됨임지군걸데래며서고])[\s\"'”’)\]}>»」』ㅋㅎㅠㅜ^;:\W]*$"
+)
 
 
 class ScriptFilter(BaseFilter):
@@ -113,9 +123,12 @@ class KoreanQualityFilter(BaseFilter):
         ngram_size: int = 10,
         max_duplicate_ngram_chars: float = 0.6,
         max_char_run_share: float = 0.5,
+        max_replacement_share: float = 0.001,
+        min_sentence_lines: float = 0.1,
         exclusion_writer=None,
     ):
         super().__init__(exclusion_writer)
+        self.max_replacement_share, self.min_sentence_lines = max_replacement_share, min_sentence_lines
         self.min_chars, self.max_chars = min_chars, max_chars
         self.max_symbol_share, self.max_digit_share = max_symbol_share, max_digit_share
         self.max_duplicate_lines, self.max_duplicate_line_chars = max_duplicate_lines, max_duplicate_line_chars
@@ -131,6 +144,8 @@ class KoreanQualityFilter(BaseFilter):
         if length > self.max_chars:
             return False, "too_long"
         visible = [c for c in text if not c.isspace()]
+        if visible and text.count("\ufffd") / len(visible) > self.max_replacement_share:
+            return False, "undecodable"
         if visible:
             symbols = sum(1 for c in visible if not c.isalnum())
             digits = sum(1 for c in visible if c.isdigit())
@@ -145,6 +160,10 @@ class KoreanQualityFilter(BaseFilter):
                 return False, "duplicate_lines"
             if by_chars > self.max_duplicate_line_chars:
                 return False, "duplicate_line_chars"
+        if len(lines) >= 3 and sum(1 for line in lines if _SENTENCE_END.search(line)) < self.min_sentence_lines * len(
+            lines
+        ):
+            return False, "no_sentences"
         paragraphs = [p for p in text.split("\n\n") if p.strip()]
         if len(paragraphs) > 1 and _duplicate_fraction(paragraphs)[0] > self.max_duplicate_paragraphs:
             return False, "duplicate_paragraphs"

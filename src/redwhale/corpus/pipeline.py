@@ -167,6 +167,8 @@ def build_stages(
                 max_duplicate_paragraphs=cfg.max_duplicate_paragraphs,
                 max_duplicate_ngram_chars=cfg.max_duplicate_ngram_chars,
                 max_char_run_share=cfg.max_char_run_share,
+                max_replacement_share=cfg.max_replacement_share,
+                min_sentence_lines=cfg.min_sentence_lines,
                 exclusion_writer=exclusion("quality"),
             )
         )
