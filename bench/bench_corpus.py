@@ -380,8 +380,9 @@ def best_jaccard(ids: list[str], texts: dict[str, str]) -> dict[str, float]:
 
 def _repaired(kept_text: str, original: str) -> bool:
     from redwhale.corpus.normalize import normalize_text
+    from redwhale.corpus.pii import mask_pii
 
-    original = normalize_text(original)
+    original = mask_pii(normalize_text(original))[0]
     return " ".join(kept_text.split()) == " ".join(original.split())
 
 

@@ -61,7 +61,8 @@ def normalize_text(
         from ftfy.badness import is_bad
 
         if is_bad(text):  # cheap detector first: ftfy's full repair is slow and most text is fine
-            fixed = ftfy.fix_text(text, normalization="NFC")
+            # the encoding repair only: fix_text would also uncurl quotes and narrow full-width characters
+            fixed = ftfy.fix_encoding(text)
             if fixed != text:
                 text = fixed
                 hit("mojibake_fixed")
