@@ -19,6 +19,7 @@ It prints documents/s and MB/s of both, peak memory (the summed RSS of the proce
 recall per edit level (a pair counts as found when the pipeline did not keep both copies), the share of unique
 documents removed as duplicates, and per noise kind the share removed (or, for mojibake, repaired).
 
+    pip install -e ".[bench]" -c constraints.txt   # spaCy, for the Gopher baseline
     python bench/bench_corpus.py [--docs 45920] [--tasks 2] [--workers 2]
 """
 
