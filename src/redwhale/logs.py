@@ -23,6 +23,12 @@ def setup_logging(level: int = logging.INFO) -> None:
 
         loguru_logger.remove()
         loguru_logger.add(sys.stderr, level="DEBUG" if level <= logging.DEBUG else "WARNING")
+        if level > logging.DEBUG:
+            # each datatrove task re-adds an INFO sink on stderr (add_task_logger), which floods a run's output;
+            # our own summary (stats.json, summary.md) says what its stats say. --debug shows them again.
+            loguru_logger.disable("datatrove")
+        else:
+            loguru_logger.enable("datatrove")
     except ImportError:
         pass
     try:
