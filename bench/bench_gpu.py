@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from bench_train import run_stage  # bench/ is on sys.path when a bench script runs
 
 HERE = Path(__file__).resolve().parent
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
@@ -98,28 +98,11 @@ def main() -> None:
         for stage in default_stages() + [full_finetune_stage(default_stages())]:
             if stage.name not in wanted:
                 continue
-            cmd = [
-                sys.executable,
-                str(HERE / "stage_worker.py"),
-                "--model",
-                str(model),
-                "--data",
-                str(data),
-                "--stage-json",
-                json.dumps(stage.model_dump(mode="json")),
-                "--train-json",
-                json.dumps(train),
-                "--steps",
-                str(args.steps),
-                "--warmup",
-                str(args.warmup),
-            ]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                print(f"{preset} {stage.name} failed:\n{out.stderr[-2500:]}", flush=True)
+            try:  # the stage worker samples memory only on CPU; on a GPU it reads torch.cuda's peak
+                result = run_stage(model, data, stage.model_dump(mode="json"), train, args.steps, args.warmup, 5.0)
+            except RuntimeError as exc:
+                print(f"{preset} {exc}", flush=True)
                 continue
-            result = json.loads(line[7:])
             est = estimate[stage.name]
             flops = est["flops_per_token"]
             result.update(
