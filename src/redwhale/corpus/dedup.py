@@ -13,6 +13,7 @@ kinds in one pass with the drop reason, because both index documents by their po
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import struct
 import unicodedata
@@ -45,7 +46,19 @@ class _UnusedWordTokenizer(WordTokenizer):
         return [(0, len(text))]
 
 
-_COMBINING = None
+_NO_DIACRITIC_STRIP = TextNormConfig(norm_unicode_diacritics=False)
+
+
+@functools.cache
+def _combining_marks() -> re.Pattern:
+    """A character class of every nonspacing mark (Mn), as ranges: a class of 2,000 single characters is slow."""
+    points = [c for c in range(0x110000) if unicodedata.category(chr(c)) == "Mn"]
+    ranges, start = [], points[0]
+    for prev, cur in zip(points, points[1:] + [-1], strict=True):
+        if cur != prev + 1:
+            ranges.append(f"\\U{start:08x}-\\U{prev:08x}")
+            start = cur
+    return re.compile(f"[{''.join(ranges)}]")
 
 
 def normalized_for_hash(text: str) -> str:
@@ -55,19 +68,11 @@ def normalized_for_hash(text: str) -> str:
     into two or three jamo (so a "5-gram" would span about two syllables) and runs a Python loop per character. This
     does the same steps, then recomposes (Hangul stays syllables) and skips the loop when there is no combining mark.
     """
-    global _COMBINING
-    if _COMBINING is None:
-        points = [c for c in range(0x110000) if unicodedata.category(chr(c)) == "Mn"]
-        ranges, start = [], points[0]
-        for prev, cur in zip(points, points[1:] + [-1], strict=True):
-            if cur != prev + 1:  # a character class of ranges: a class of 2,000 single characters is slow to search
-                ranges.append(f"\\U{start:08x}-\\U{prev:08x}")
-                start = cur
-        _COMBINING = re.compile(f"[{''.join(ranges)}]")
-    text = simplify_text(text, TextNormConfig(norm_unicode_diacritics=False))
+    text = simplify_text(text, _NO_DIACRITIC_STRIP)
     decomposed = unicodedata.normalize("NFD", text)
-    if _COMBINING.search(decomposed):
-        decomposed = _COMBINING.sub("", decomposed)
+    marks = _combining_marks()
+    if marks.search(decomposed):
+        decomposed = marks.sub("", decomposed)
     return unicodedata.normalize("NFC", decomposed)
 
 
