@@ -178,9 +178,10 @@ def train_phase(cfg: RunConfig, work: Path, prepared: Path, extended: Path) -> d
 
         english_iter, _ = _texts(cfg.corpus.english, cfg.corpus.text_unit)
         english = training_texts(english_iter, cfg.seed, cfg.corpus.heldout_fraction)
-    resume = checkpoint.latest(work / "checkpoints") is not None
+    latest = checkpoint.latest(work / "checkpoints")
+    resume = latest is not None
     if resume:
-        log.info("continuing training from %s", checkpoint.latest(work / "checkpoints").name)
+        log.info("continuing training from %s", latest.name)
     summary = train_command(extended, train, english, cfg.train, work, cfg.seed, resume, cfg.name)
     return {
         "stages": [
