@@ -229,25 +229,23 @@ def worker(kind: str, data: Path, work: Path, tasks: int, workers: int) -> None:
     print(json.dumps(result))
 
 
-def read_ids(folder: Path) -> dict[str, str]:
-    kept = {}
+def _records(folder: Path):
     for path in folder.rglob("*.jsonl.gz"):
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             for line in handle:
-                record = json.loads(line)
-                kept[record["id"]] = record["text"]
-    return kept
+                yield path, json.loads(line)
+
+
+def read_ids(folder: Path) -> dict[str, str]:
+    return {record["id"]: record["text"] for _, record in _records(folder)}
 
 
 def dropped_reasons(folder: Path) -> dict[str, str]:
     """``{id: reason}`` of every dropped document (datatrove records the reason in ``metadata.filter_reason``)."""
-    reasons = {}
-    for path in folder.rglob("*.jsonl.gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                record = json.loads(line)
-                reasons[record["id"]] = record.get("metadata", {}).get("filter_reason", path.parent.name)
-    return reasons
+    return {
+        record["id"]: record.get("metadata", {}).get("filter_reason", path.parent.name)
+        for path, record in _records(folder)
+    }
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from bench_train import run_stage  # bench/ is on sys.path when a bench script runs
 
-HERE = Path(__file__).resolve().parent
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 
 

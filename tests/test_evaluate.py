@@ -119,28 +119,16 @@ def test_missing_task_file_names_the_task(tmp_path, kobest_dir):
 
 
 def test_results_file_and_comparison(tmp_path, kobest_dir, tied_llama_dir, extended_tied_dir, bpe_tokenizer_dir):
-    base = evaluate(
-        str(tied_llama_dir),
-        tmp_path / "base.json",
-        korean=KOREAN_LINES,
-        english=ENGLISH_LINES,
-        kobest_data=kobest_dir,
-        tasks=["copa"],
-        limit=5,
-        batch_size=4,
-        extra={"label": "base"},
+    common = dict(
+        korean=KOREAN_LINES, english=ENGLISH_LINES, kobest_data=kobest_dir, tasks=["copa"], limit=5, batch_size=4
     )
+    base = evaluate(str(tied_llama_dir), tmp_path / "base.json", extra={"label": "base"}, **common)
     adapted = evaluate(
         str(extended_tied_dir),
         tmp_path / "adapted.json",
-        korean=KOREAN_LINES,
-        english=ENGLISH_LINES,
-        kobest_data=kobest_dir,
-        tasks=["copa"],
-        limit=5,
-        batch_size=4,
         base_tokenizer=str(bpe_tokenizer_dir),
         extra={"label": "adapted"},
+        **common,
     )
     saved = json.loads((tmp_path / "adapted.json").read_text())
     assert saved["versions"]["transformers"] and saved["data"]["korean_text"]["documents"] == len(KOREAN_LINES)
