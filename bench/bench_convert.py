@@ -40,7 +40,7 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    from redwhale.models.source import convert, load_model, load_tokenizer, materialize, resolve
+    from redwhale.core.source import convert, load_model, load_tokenizer, materialize, resolve
 
     source = resolve(args.model)
     with tempfile.TemporaryDirectory() as tmp:

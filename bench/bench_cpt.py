@@ -86,17 +86,17 @@ def main() -> None:
         raise SystemExit(f"needs {CORPUS} (see ../shared/data/PROVENANCE.md)")
 
     import torch
+    from redwhale.train.commands import train_command
 
     from redwhale.config.schema import CorpusInput, TokenizerSection
+    from redwhale.core.logs import setup_logging
+    from redwhale.core.source import materialize, resolve
+    from redwhale.core.text import heldout_sample, training_texts
     from redwhale.corpus.bundled import python_docs_english
-    from redwhale.corpus.heldout import heldout_sample, training_texts
     from redwhale.corpus.readers import iter_texts
-    from redwhale.logs import setup_logging
     from redwhale.models.extend import extend_command
-    from redwhale.models.source import materialize, resolve
     from redwhale.tokenizer.commands import train_command as train_tokenizer
     from redwhale.tokenizer.merge import merge_tokenizers
-    from redwhale.train.commands import train_command
 
     setup_logging()
     torch.manual_seed(0)

@@ -32,10 +32,10 @@ def main() -> None:
     import torch
 
     from redwhale.config.schema import CorpusInput, TokenizerSection
+    from redwhale.core.logs import setup_logging
+    from redwhale.core.text import heldout_sample, training_texts
     from redwhale.corpus.bundled import python_docs_english
-    from redwhale.corpus.heldout import heldout_sample, training_texts
     from redwhale.corpus.readers import iter_texts
-    from redwhale.logs import setup_logging
     from redwhale.models.compare import compare_init
     from redwhale.tokenizer.commands import train_command
     from redwhale.tokenizer.merge import merge_tokenizers

@@ -45,15 +45,15 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from redwhale.config.schema import CorpusInput, TokenizerSection
+    from redwhale.core.logs import setup_logging
+    from redwhale.core.scripts import get_script
+    from redwhale.core.text import split_of
     from redwhale.corpus.bundled import python_docs_english
     from redwhale.corpus.readers import iter_texts
-    from redwhale.corpus.split import split_of
-    from redwhale.logs import setup_logging
     from redwhale.tokenizer.audit import audit, dead_tokens
     from redwhale.tokenizer.base import load_base
     from redwhale.tokenizer.commands import sweep_command
     from redwhale.tokenizer.merge import NewTokenizer, build, plan
-    from redwhale.tokenizer.scripts import get_script
 
     setup_logging()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-tokenizer-"))

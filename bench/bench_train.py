@@ -26,13 +26,14 @@ DEFAULT_CORPUS = HERE.parents[1] / "shared" / "data" / "ko_corpus" / "ko_train.j
 
 def prepare(work: Path, corpus: Path, base: str, size: int) -> tuple[Path, Path]:
     """Tokenizer (20k), merge, extended model and tokenised training data, cached in ``work``."""
+    from redwhale.train.commands import prepare_data
+
     from redwhale.config.schema import CorpusInput, TokenizerSection
-    from redwhale.corpus.heldout import training_texts
+    from redwhale.core.text import training_texts
     from redwhale.corpus.readers import iter_texts
     from redwhale.models.extend import extend_command
     from redwhale.tokenizer.commands import train_command
     from redwhale.tokenizer.merge import merge_tokenizers
-    from redwhale.train.commands import prepare_data
 
     model = work / "extended"
     if not (model / "config.json").is_file():
@@ -87,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from redwhale.config.schema import TrainSection, default_stages
-    from redwhale.logs import setup_logging
+    from redwhale.core.logs import setup_logging
     from redwhale.train.plan import full_finetune_stage, plan
 
     setup_logging()

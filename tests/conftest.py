@@ -68,9 +68,9 @@ def tiny_gguf(fixtures_dir, tied_llama_dir) -> Path:
 def merged_tokenizer_dir(fixtures_dir, bpe_tokenizer_dir) -> Path:
     """The tiny BPE base merged with a Korean tokenizer trained on the fixture lines (padded to 64)."""
     from helpers import KOREAN_LINES
+    from redwhale.core.scripts import SCRIPTS
     from redwhale.tokenizer.base import load_base
     from redwhale.tokenizer.merge import merge_tokenizers
-    from redwhale.tokenizer.scripts import SCRIPTS
     from redwhale.tokenizer.train import train_new
 
     _, base = load_base(str(bpe_tokenizer_dir))
@@ -83,17 +83,13 @@ def merged_tokenizer_dir(fixtures_dir, bpe_tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def extended_tied_dir(fixtures_dir, tied_llama_dir, merged_tokenizer_dir) -> Path:
     """The tied tiny Llama extended to the merged tiny tokenizer (decomposition init)."""
-    from redwhale.models.extend import extend_command
+    from helpers import extend_model
 
-    out = fixtures_dir / "extended-tied"
-    extend_command(str(tied_llama_dir), merged_tokenizer_dir, "decomposition", out)
-    return out
+    return extend_model(tied_llama_dir, merged_tokenizer_dir, fixtures_dir / "extended-tied")
 
 
 @pytest.fixture(scope="session")
 def extended_untied_dir(fixtures_dir, untied_llama_dir, merged_tokenizer_dir) -> Path:
-    from redwhale.models.extend import extend_command
+    from helpers import extend_model
 
-    out = fixtures_dir / "extended-untied"
-    extend_command(str(untied_llama_dir), merged_tokenizer_dir, "decomposition", out)
-    return out
+    return extend_model(untied_llama_dir, merged_tokenizer_dir, fixtures_dir / "extended-untied")

@@ -259,3 +259,64 @@ def write_kobest(folder: Path, n: int = 20, splits=("train", "validation")) -> P
                 for example in examples:
                     handle.write(json.dumps(example, ensure_ascii=False) + "\n")
     return folder
+
+
+def extend_model(model_dir: Path, merged_dir: Path, out: Path, init: str = "decomposition", texts=()) -> Path:
+    """The model extended to the merged tokenizer with ``init`` (no comparison), as the extend phase writes it."""
+    from redwhale.config.schema import ExtendSection
+    from redwhale.models.adapt import extend_and_compare
+
+    section = ExtendSection(init=init, compare=[], calibration_chars=1000)
+    extend_and_compare(str(model_dir), merged_dir, section, list(texts), [], [], out, None)
+    return out
+
+
+def tiny_config(tmp_path: Path, model: Path, lr: float = 0.01, documents: int = 150) -> dict:
+    """A run config for the tiny model: every phase, in seconds."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    corpus = tmp_path / "ko.jsonl"
+    with open(corpus, "w", encoding="utf-8") as handle:
+        for i in range(documents):
+            text = " ".join(rng.sample(KOREAN_LINES, 4)) + f" 문서 {i}번."
+            handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+        handle.write("{not json\n")  # counted and reported, not fatal
+    stage = {"share": 0.25, "lr": lr}
+    return {
+        "name": "tiny",
+        "run_dir": str(tmp_path / "runs"),
+        "model": {"base": str(model)},
+        "corpus": {"inputs": [{"path": str(corpus)}], "heldout_fraction": 0.2},
+        "english": {"inputs": [{"path": "bundled:python-docs", "limit": 300}], "heldout_fraction": 0.2},
+        "prepare": {"tasks": 1, "workers": 1},
+        "tokenizer": {"sizes": [400, 600, 800], "min_frequency": 1, "size": "knee"},
+        "extend": {
+            "init": "decomposition",
+            "compare": ["mean", "decomposition", "calibrated"],
+            "eval_chars": 1000,
+            "calibration_chars": 1000,
+        },
+        "train": {
+            "tokens": 512,
+            "sequence_length": 32,
+            "micro_batch_size": 2,
+            "checkpoint_every": 2,
+            "tensorboard": False,
+            "stages": [
+                {"name": "embeddings", "trainable": {"embeddings": "all", "lm_head": "all"}, **stage},
+                {"name": "odd_layers", "trainable": {"layers": "odd"}, **stage, "english_share": 0.25},
+                {"name": "even_layers", "trainable": {"layers": "even"}, **stage},
+                {"name": "lora", "lora": {"rank": 4, "alpha": 8}, **stage},
+            ],
+        },
+        "eval": {
+            "benchmarks": "off",
+            "korean_chars": 1000,
+            "english_chars": 1000,
+            "max_new_tokens": 4,
+            "korean_prompts": ["대한민국은"],
+            "english_prompts": ["The capital"],
+        },
+    }

@@ -6,7 +6,7 @@ import pytest
 
 from redwhale.config import RunConfig, load_config, parse_config, reference, to_yaml
 from redwhale.config.base import Section
-from redwhale.errors import ConfigError
+from redwhale.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 from datatrove.data import Document
 
 from helpers import ENGLISH_LINES, KOREAN_LINES
-from redwhale.config.schema import CorpusInput, PrepareSection
+from redwhale.config.schema import CorpusInput, CorpusSection, PrepareSection
 from redwhale.corpus.filters import KoreanQualityFilter, ScriptFilter
 from redwhale.corpus.normalize import normalize_text
 from redwhale.corpus.pii import mask_pii
@@ -208,12 +208,15 @@ def read_output(work):
 def test_pipeline_end_to_end_with_two_tasks(tmp_path, raw_corpus):
     folder, total = raw_corpus
     cfg = PrepareSection(tasks=2, workers=1, keep_dropped=True)
-    summary = prepare([CorpusInput(path=str(folder))], cfg, tmp_path / "w", heldout_fraction=0.2)
+    corpus = CorpusSection(inputs=[CorpusInput(path=str(folder))], heldout_fraction=0.2)
+    summary = prepare(corpus, cfg, tmp_path / "w")
     drops = summary["dropped_by_reason"]
     assert drops["not_target_script"] == 1
     assert drops["duplicate_lines"] == 1
     assert drops["exact_duplicate"] == 1
     assert drops["near_duplicate"] == 1
+    pairs = summary["near_duplicates"]
+    assert pairs["confirmed"] >= 1 and pairs["candidate"] == pairs["confirmed"] + pairs["rejected"]
     assert summary["malformed_lines"] == 1
     assert summary["pii_masked"] == {"phone": 1}
     assert summary["documents_in"] == total
@@ -224,5 +227,5 @@ def test_pipeline_end_to_end_with_two_tasks(tmp_path, raw_corpus):
     assert (tmp_path / "w" / "summary.md").read_text().count("|") > 10
     assert list((tmp_path / "w" / "dropped" / "script").glob("*.jsonl.gz"))
     # a rerun skips the completed tasks and leaves the same output
-    again = prepare([CorpusInput(path=str(folder))], cfg, tmp_path / "w", heldout_fraction=0.2)
+    again = prepare(corpus, cfg, tmp_path / "w")
     assert again["documents_kept"] == summary["documents_kept"] and read_output(tmp_path / "w") == output

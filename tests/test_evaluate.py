@@ -8,9 +8,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from helpers import ENGLISH_LINES, KOREAN_LINES, write_kobest
-from redwhale.errors import DataError
-from redwhale.evaluate.kobest import evaluate_kobest, local_files
+from redwhale.config.schema import EvalSection
+from redwhale.core.errors import DataError
+from redwhale.evaluate.benchmarks import run_benchmarks
 from redwhale.evaluate.run import compare, evaluate, flatten
+from redwhale.evaluate.tasks import unknown_tasks
+from redwhale.evaluate.tasks.kobest import local_files
 
 TASKS = ["boolq", "copa", "hellaswag", "sentineg", "wic"]
 
@@ -78,11 +81,13 @@ def kobest_dir(tmp_path_factory):
 def test_harness_scores_equal_the_hand_written_scorer(kobest_dir, tied_llama_dir):
     model = AutoModelForCausalLM.from_pretrained(str(tied_llama_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(tied_llama_dir))
-    result = evaluate_kobest(model, tokenizer, TASKS, [0], kobest_dir, split="test", batch_size=4)["0"]
+    names = [f"kobest_{t}" for t in TASKS]
+    result = run_benchmarks(model, tokenizer, ["kobest"], kobest_dir, "test", [0], batch_size=4)["0-shot"]
+    assert set(result) == set(names)
     for task in TASKS:
         expected = hand_scores(model, tokenizer, kobest_dir, task)
-        got = result[task]
-        assert got["split"] == "validation" and got["examples"] == 20
+        got = result[f"kobest_{task}"]
+        assert got["examples"] == 20  # the validation split, for want of a test split
         assert got["acc"] == pytest.approx(expected["acc"]), task
         assert got["f1"] == pytest.approx(expected["f1"]), task
         if task == "hellaswag":
@@ -92,8 +97,14 @@ def test_harness_scores_equal_the_hand_written_scorer(kobest_dir, tied_llama_dir
 def test_few_shot_draws_from_train(kobest_dir, tied_llama_dir):
     model = AutoModelForCausalLM.from_pretrained(str(tied_llama_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(tied_llama_dir))
-    result = evaluate_kobest(model, tokenizer, ["sentineg"], [0, 2], kobest_dir, limit=6, batch_size=4)
-    assert set(result) == {"0", "2"} and result["2"]["sentineg"]["examples"] == 6
+    result = run_benchmarks(model, tokenizer, ["kobest_sentineg"], kobest_dir, "test", [0, 2], limit=6, batch_size=4)
+    assert set(result) == {"0-shot", "2-shot"} and result["2-shot"]["kobest_sentineg"]["examples"] == 6
+
+
+def test_unknown_task_names_are_found_before_any_work():
+    assert unknown_tasks(["kobest", "kobest_boolk", "arc_easy"]) == [
+        (1, "unknown KoBEST task 'kobest_boolk' (did you mean 'kobest_boolq'?)")
+    ]
 
 
 def test_malformed_line_names_file_and_line(tmp_path, kobest_dir):
@@ -119,27 +130,39 @@ def test_missing_task_file_names_the_task(tmp_path, kobest_dir):
 
 
 def test_results_file_and_comparison(tmp_path, kobest_dir, tied_llama_dir, extended_tied_dir, bpe_tokenizer_dir):
-    common = dict(
-        korean=KOREAN_LINES, english=ENGLISH_LINES, kobest_data=kobest_dir, tasks=["copa"], limit=5, batch_size=4
+    section = EvalSection(
+        tasks=["kobest_copa"],
+        data=kobest_dir,
+        limit=5,
+        batch_size=4,
+        korean_prompts=["대한민국은"],
+        english_prompts=[],
+        max_new_tokens=3,
     )
-    base = evaluate(str(tied_llama_dir), tmp_path / "base.json", extra={"label": "base"}, **common)
+    base = evaluate(
+        str(tied_llama_dir), tmp_path / "base.json", KOREAN_LINES, ENGLISH_LINES, section, True, label="base"
+    )
     adapted = evaluate(
         str(extended_tied_dir),
         tmp_path / "adapted.json",
+        KOREAN_LINES,
+        ENGLISH_LINES,
+        section,
+        True,
         base_tokenizer=str(bpe_tokenizer_dir),
-        extra={"label": "adapted"},
-        **common,
+        label="adapted",
     )
     saved = json.loads((tmp_path / "adapted.json").read_text())
     assert saved["versions"]["transformers"] and saved["data"]["korean_text"]["documents"] == len(KOREAN_LINES)
     assert saved["tokenizer"]["ric"] < 0.6  # the merged tokenizer needs far fewer tokens for Korean
     assert math.isfinite(saved["korean_bpb"]) and math.isfinite(saved["english_bpb"])
+    assert saved["generations"][0]["prompt"] == "대한민국은" and isinstance(saved["generations"][0]["output"], str)
     assert set(flatten(base)) == {
         "korean_bpb",
         "english_bpb",
         "korean_chars_per_token",
-        "kobest/0-shot/copa/acc",
-        "kobest/0-shot/copa/f1",
+        "kobest_copa/0-shot/acc",
+        "kobest_copa/0-shot/f1",
     }
     table = compare(base, adapted)
     assert "| korean_chars_per_token |" in table and "| base | adapted |" in table

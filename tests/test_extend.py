@@ -1,5 +1,6 @@
 """Growing a model to the merged vocabulary, initialising new rows, and bits per byte."""
 
+import json
 import math
 import subprocess
 import sys
@@ -10,10 +11,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from helpers import ENGLISH_LINES, KOREAN_LINES
-from redwhale.errors import TokenizerError
-from redwhale.evaluate.bpb import _windows, bits_per_byte
-from redwhale.models.extend import extend, extend_command, is_tied, save_extended
-from redwhale.models.init import bias_direction, decompose, initial_rows
+from redwhale.config.schema import ExtendSection
+from redwhale.core.bpb import _windows, bits_per_byte
+from redwhale.core.errors import TokenizerError
+from redwhale.models.adapt import extend_and_compare
+from redwhale.models.extend import extend, is_tied, save_extended
+from redwhale.models.init import METHODS, bias_direction, decompose, initial_rows
 
 
 def load(folder):
@@ -150,16 +153,13 @@ def test_windowed_scoring_matches_one_pass_when_the_window_is_large(tied_llama_d
     assert full.bits_per_byte == pytest.approx(nll / math.log(2) / len(texts[0].encode()), rel=1e-4)
 
 
-def test_extend_command_writes_a_folder_transformers_loads_alone(tmp_path, tied_llama_dir, merged_tokenizer_dir):
-    report = extend_command(
-        str(tied_llama_dir),
-        merged_tokenizer_dir,
-        "calibrated",
-        tmp_path / "ext",
-        calibration_texts=iter(KOREAN_LINES * 3),
-        sample_chars=2000,
+def test_extend_writes_a_folder_transformers_loads_alone(tmp_path, tied_llama_dir, merged_tokenizer_dir):
+    section = ExtendSection(init="calibrated", compare=[], calibration_chars=2000)
+    extend_and_compare(
+        str(tied_llama_dir), merged_tokenizer_dir, section, iter(KOREAN_LINES * 3), [], [], tmp_path / "ext", None
     )
-    assert report["method"] == "calibrated" and (tmp_path / "ext" / "init_report.json").is_file()
+    report = json.loads((tmp_path / "ext" / "init_report.json").read_text())
+    assert report["method"] == "calibrated" and report["calibration"]["positions"] > 0
     script = textwrap.dedent(f"""
         from transformers import AutoModelForCausalLM, AutoTokenizer
         m = AutoModelForCausalLM.from_pretrained({str(tmp_path / "ext")!r})
@@ -172,21 +172,32 @@ def test_extend_command_writes_a_folder_transformers_loads_alone(tmp_path, tied_
     assert result.stdout.strip().endswith("ok"), result.stderr[-2000:]
 
 
-def test_compare_init_reports_every_method(tmp_path, tied_llama_dir, merged_tokenizer_dir):
-    from redwhale.models.compare import compare_init
-
-    result = compare_init(
+def test_compare_init_reports_every_method_and_keeps_the_configured_one(tmp_path, tied_llama_dir, merged_tokenizer_dir):
+    section = ExtendSection(
+        init="decomposition", compare=["random", "mean", "decomposition", "eeve", "calibrated"], calibration_chars=2000
+    )
+    extend_and_compare(
         str(tied_llama_dir),
         merged_tokenizer_dir,
-        ["random", "mean", "decomposition", "eeve", "calibrated"],
+        section,
+        KOREAN_LINES[8:] * 2,
         KOREAN_LINES[:8],
         ENGLISH_LINES[:4],
+        tmp_path / "model",
         tmp_path / "cmp",
-        KOREAN_LINES[8:] * 2,
-        2000,
     )
+    result = json.loads((tmp_path / "cmp" / "compare_init.json").read_text())
     rows = result["rows"]
     assert set(rows) == {"base", "random", "mean", "decomposition", "eeve", "calibrated"}
     assert "skipped" in rows["eeve"]  # tied head
     assert rows["decomposition"]["korean_tokens"] < rows["base"]["korean_tokens"]
     assert (tmp_path / "cmp" / "compare_init.md").read_text().count("|") > 20
+    saved = json.loads((tmp_path / "model" / "init_report.json").read_text())
+    assert saved["method"] == "decomposition"  # the comparison's own model, not a second initialisation
+
+
+def test_every_registered_method_has_rows_of_the_right_shape():
+    embed, head = torch.randn(10, 4), torch.randn(10, 4)
+    for name, method in METHODS.items():
+        new_in, new_out = method.rows(embed, head, [[1, 2], [3]], 0.02, torch.Generator().manual_seed(0))
+        assert new_in.shape == (2, 4) and new_out.shape == (2, 4), name

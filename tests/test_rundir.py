@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from redwhale.rundir import RunDir, atomic_dir, atomic_write_json, stable_hash
+from redwhale.core.io import atomic_dir, atomic_write_json, stable_hash
+from redwhale.recipe.rundir import RunDir
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):

@@ -1,136 +1,217 @@
-"""``redwhale run``: every phase on a tiny model, then skipping what is up to date and redoing what changed."""
+"""``redwhale run``: every phase on a tiny model, skipping what is up to date, redoing what changed, and the hash
+inputs that the phase functions' signatures declare."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import re
-import signal
-import subprocess
-import sys
-import time
+import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
-from helpers import KOREAN_LINES
-from redwhale.config import load_config, parse_config
-from redwhale.runner import phase_hashes, run
+from helpers import tiny_config
+from redwhale.config import RunConfig, load_config, parse_config
+from redwhale.config.base import all_fields, recording_reads
+from redwhale.core.errors import RedwhaleError
+from redwhale.recipe import plan as plan_module
+from redwhale.recipe.inputs import Digests
+from redwhale.recipe.plan import declared_phases, derived_values, phase_hashes
+from redwhale.recipe.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_config(tmp_path: Path, model: Path, lr: float = 0.01) -> dict:
-    rng = random.Random(0)
-    corpus = tmp_path / "ko.jsonl"
-    with open(corpus, "w", encoding="utf-8") as handle:
-        for i in range(150):
-            text = " ".join(rng.sample(KOREAN_LINES, 4)) + f" 문서 {i}번."
-            handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-        handle.write("{not json\n")  # counted and reported, not fatal
-    stage = {"tokens": 128, "lr": lr}
-    return {
-        "name": "tiny",
-        "run_dir": str(tmp_path / "runs"),
-        "model": {"base": str(model)},
-        "corpus": {"inputs": [{"path": str(corpus)}], "heldout_fraction": 0.2},
-        "prepare": {"tasks": 1, "workers": 1, "dedup_near": False},
-        "tokenizer": {"sizes": [400, 600, 800], "min_frequency": 1},
-        "extend": {"init": "decomposition", "compare": ["mean", "decomposition"], "eval_chars": 1000},
-        "train": {
-            "sequence_length": 32,
-            "micro_batch_size": 2,
-            "checkpoint_every": 2,
-            "tensorboard": False,
-            "stages": [
-                {"name": "embeddings", "trainable": {"embeddings": "all", "lm_head": "all"}, **stage},
-                {"name": "odd_layers", "trainable": {"layers": "odd"}, **stage},
-                {"name": "even_layers", "trainable": {"layers": "even"}, **stage},
-                {"name": "lora", "lora": {"rank": 4, "alpha": 8}, **stage},
-            ],
-        },
-        "eval": {"kobest": False, "korean_chars": 1000, "english_chars": 1000},
-        "report": {"max_new_tokens": 4, "korean_prompts": ["대한민국은"], "english_prompts": ["The capital"]},
-    }
+def hashes(raw: dict, digests: Digests | None = None) -> dict[str, str]:
+    cfg = parse_config(raw)
+    phases = declared_phases()
+    return phase_hashes(cfg, phases, derived_values(cfg, phases), digests)
+
+
+def changed(before: dict, after: dict) -> list[str]:
+    return [name for name in before if before[name] != after[name]]
+
+
+#: Fields no phase of the tiny run reads, because the branch that reads them is not taken there (each is read in
+#: the code named; a field missing from both the run's reads and this list fails the test).
+OTHER_BRANCHES = {
+    ("PrepareSection", "executor_options"): "executors.make_executor, Slurm and Ray only",
+    ("PrepareSection", "lid_min_score"): "filters.ScriptFilter, with a fastText model",
+    ("PrepareSection", "max_bits_per_byte"): "pipeline.filter_steps, with a perplexity model",
+    ("TrainSection", "accelerate_config"): "train.run.launch_command, with processes > 1",
+    ("TrainSection", "global_batch_size"): "train.plan.batch_layout, with micro_batch_size auto",
+    ("ChatVectorSection", "instruct"): "phases.export_phase, with export.chat_vector",
+    ("ChatVectorSection", "base"): "phases.export_phase, with export.chat_vector",
+    ("ChatVectorSection", "scale"): "phases.export_phase, with export.chat_vector",
+    ("LoraSection", "targets"): "train.loop.wrap_lora",
+    ("EvalSection", "data"): "evaluate.tasks.benchmark_decision, with benchmarks auto",
+    ("EvalSection", "shots"): "evaluate.run.evaluate, when benchmarks run",
+    ("EvalSection", "split"): "evaluate.run.evaluate, when benchmarks run",
+    ("EvalSection", "limit"): "evaluate.run.evaluate, when benchmarks run",
+    ("EvalSection", "batch_size"): "evaluate.run.evaluate, when benchmarks run",
+    ("CorpusInput", "split"): "corpus.readers.make_reader, for Hugging Face datasets",
+    ("TokenizerSection", "min_occurrences"): "tokenizer.adapt.choose_size, with size auto",
+    ("TokenizerSection", "occurrence_quantile"): "tokenizer.adapt.choose_size, with size auto",
+    ("StageSection", "tokens"): "TrainSection.stage_tokens, with per-stage tokens instead of shares",
+}
+
+
+def _section_classes() -> dict[str, set[str]]:
+    """Class name -> the top-level config sections that hold it."""
+    holders: dict[str, set[str]] = {}
+    for name, field in RunConfig.model_fields.items():
+        for cls, _ in all_fields_of(field.annotation):
+            holders.setdefault(cls, set()).add(name)
+    return holders
+
+
+def all_fields_of(annotation) -> set[tuple[str, str]]:
+    from redwhale.config.base import _flatten, _list_item_section, _section_type
+
+    found: set[tuple[str, str]] = set()
+    for candidate in _flatten(annotation):
+        nested = _section_type(candidate) or _list_item_section(candidate)
+        if nested is not None:
+            found |= all_fields(nested)
+    return found
 
 
 @pytest.mark.slow
-def test_run_every_phase_then_skip_then_redo_only_what_changed(tmp_path, tied_llama_dir):
+def test_run_every_phase_then_skip_then_redo_only_what_changed(tmp_path, tied_llama_dir, monkeypatch):
     raw = tiny_config(tmp_path, tied_llama_dir)
+    reads: dict[str, set] = {}
+    original = plan_module.declared_phases
+
+    def recording_phases():  # every phase runs while recording the config fields it reads
+        def wrap(name, function):
+            def recorded(**kwargs):
+                with recording_reads() as seen:
+                    result = function(**kwargs)
+                reads[name] = seen
+                return result
+
+            return recorded
+
+        return [p.__class__(p.name, wrap(p.name, p.run), p.output, p.params) for p in original()]
+
+    def recording_derived(*args, **kwargs):  # values derived from the config are inputs too (hashed)
+        with recording_reads() as seen:
+            values = derived_values(*args, **kwargs)
+        reads["derived"] = seen
+        return values
+
+    monkeypatch.setattr("redwhale.recipe.runner.declared_phases", recording_phases)
+    monkeypatch.setattr("redwhale.recipe.runner.derived_values", recording_derived)
     first = run(parse_config(raw))
-    assert all(isinstance(status, dict) for status in first["phases"].values()), first["phases"]
-    root = Path(first["run_dir"])
+    assert all(isinstance(status, dict) for status in first.phases.values()), first.phases
+    root = first.run_dir
     assert (root / "train" / "model" / "model.safetensors").is_file()
-    html = Path(first["report"]).read_text(encoding="utf-8")
+    html = first.report.read_text(encoding="utf-8")
     # self-contained: every figure inline, nothing fetched
-    assert html.count("data:image/png;base64,") >= 3 and not re.search(
+    assert html.count("data:image/png;base64,") >= 2 and not re.search(
         r"<(img|script|link)[^>]+(src|href)=\"http", html
     )
     markdown = (root / "report" / "report.md").read_text(encoding="utf-8")
     for heading in ("## Corpus", "## Tokenizer", "## Initialisation", "## Training", "## Evaluation", "## Generations"):
         assert heading in markdown
-    assert "1 malformed input line" in markdown
-    evaluation = first["phases"]["eval"]
-    assert evaluation["adapted_korean_bpb"] > 0 and evaluation["base_english_bpb"] > 0
+    assert "1 malformed input line" in markdown and "Benchmark tasks did not run: eval.benchmarks is off" in markdown
+
+    # every field is read by some phase (or on a branch named above), and only by phases whose hash covers it
+    holders = _section_classes()
+    taken = {p.name: {q.name for q in p.params if q.kind == "section"} for p in original()}
+    for phase, seen in reads.items():
+        for cls, field in seen if phase != "derived" else ():
+            if cls != "RunConfig":
+                assert holders[cls] & taken[phase], f"phase {phase} reads {cls}.{field} but does not take it"
+    read = set().union(*reads.values())
+    unread = {
+        (c, f)
+        for c, f in all_fields(RunConfig)
+        if c != "RunConfig" and (c, f) not in read and (c, f) not in OTHER_BRANCHES
+    }
+    assert not unread, f"config fields no phase reads: {sorted(unread)}"
 
     again = run(parse_config(raw))
-    assert set(again["phases"].values()) == {"up to date"}
+    assert set(again.phases.values()) == {"up to date"}
 
-    changed = dict(raw, train=dict(raw["train"], stages=[dict(s, lr=0.02) for s in raw["train"]["stages"]]))
-    third = run(parse_config(changed))
-    statuses = {name: status if isinstance(status, str) else "ran" for name, status in third["phases"].items()}
+    lr = dict(raw, train=dict(raw["train"], stages=[dict(s, lr=0.02) for s in raw["train"]["stages"]]))
+    third = run(parse_config(lr))
+    statuses = {name: status if isinstance(status, str) else "ran" for name, status in third.phases.items()}
     assert statuses == {
         "prepare": "up to date",
         "tokenizer": "up to date",
         "extend": "up to date",
         "train": "ran",
         "eval": "ran",
+        "export": "ran",
         "report": "ran",
     }
 
 
 def test_a_phase_hash_follows_only_what_it_reads(tmp_path):
     base = tiny_config(tmp_path, tmp_path / "model")
-    before = phase_hashes(parse_config(base))
-    after = phase_hashes(parse_config(dict(base, eval=dict(base["eval"], korean_chars=1200))))
-    assert [name for name in before if before[name] != after[name]] == ["eval", "report"]
-    after = phase_hashes(parse_config(dict(base, tokenizer=dict(base["tokenizer"], sizes=[400, 600]))))
-    assert [name for name in before if before[name] != after[name]] == [
-        "tokenizer",
-        "extend",
-        "train",
-        "eval",
-        "report",
-    ]
+    before = hashes(base)
+    assert changed(before, hashes(dict(base, eval=dict(base["eval"], korean_chars=1200)))) == ["eval", "report"]
+    sizes = hashes(dict(base, tokenizer=dict(base["tokenizer"], sizes=[400, 600])))
+    assert changed(before, sizes) == ["tokenizer", "extend", "train", "eval", "export", "report"]
+    # fields that change no result: where runs go, worker processes, logging
+    neutral = dict(base, name="other", prepare=dict(base["prepare"], workers=3), train=dict(base["train"], log_every=5))
+    assert changed(before, hashes(neutral)) == []
+    # the schedule's token budget is an input of the vocabulary size (tokenizer.size: auto)
+    budget = dict(base, train=dict(base["train"], tokens=1024))
+    assert changed(before, hashes(budget))[0] == "tokenizer"
 
 
-@pytest.mark.slow
-def test_run_killed_in_training_continues_from_its_checkpoint(tmp_path, tied_llama_dir):
+def test_a_corpus_file_is_hashed_by_its_content(tmp_path):
+    base = tiny_config(tmp_path, tmp_path / "model")
+    digests = Digests(tmp_path / "digests.json")
+    before = hashes(base, digests)
+    corpus = Path(base["corpus"]["inputs"][0]["path"])
+    copy = tmp_path / "copy.jsonl"
+    shutil.copy2(corpus, copy)  # same bytes, another name: nothing changes but the path... which is not hashed
+    moved = dict(base, corpus=dict(base["corpus"], inputs=[{"path": str(copy)}]))
+    assert changed(before, hashes(moved, digests)) == []
+    stat = corpus.stat()
+    text = corpus.read_text(encoding="utf-8")
+    edited = text.replace("문서", "글자")  # same number of bytes
+    assert edited != text and len(edited.encode()) == stat.st_size
+    corpus.write_text(edited, encoding="utf-8")
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same modification time, as cp -p keeps
+    assert changed(before, hashes(base, digests))[0] == "prepare"
+
+
+def test_only_a_phase_whose_inputs_never_ran_is_one_clear_error(tmp_path, tied_llama_dir):
     raw = tiny_config(tmp_path, tied_llama_dir)
-    raw["train"]["stages"] = [dict(s, tokens=512) for s in raw["train"]["stages"]]
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    command = [sys.executable, "-m", "redwhale", "run", str(config)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = tmp_path / "runs" / "tiny" / "train.partial" / "checkpoints"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if checkpoints.is_dir() and any(p.name.startswith("01-") for p in checkpoints.iterdir()):
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "runs" / "tiny" / "train").exists(), "the run finished before it could be killed"
-    again = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "prepare: up to date" in again.stdout and "extend: up to date" in again.stdout
-    assert "continuing training from" in again.stderr
-    stages = json.loads((tmp_path / "runs" / "tiny" / "train" / "stages.json").read_text())
-    assert [s["stage"] for s in stages] == ["embeddings", "odd_layers", "even_layers", "lora"]
-    assert any(s["resumed_at_step"] for s in stages)
+    with pytest.raises(RedwhaleError, match=r"phase train needs prepare, extend, which have not run .*--only"):
+        run(parse_config(raw), only=["train"])
+
+
+def test_benchmarks_auto_is_decided_once_and_recorded(tmp_path, monkeypatch):
+    base = tiny_config(tmp_path, tmp_path / "model")
+    auto = dict(base, eval=dict(base["eval"], benchmarks="auto"))
+    monkeypatch.setattr("redwhale.evaluate.tasks.hub_reachable", lambda: False)
+    offline = hashes(auto)
+    monkeypatch.setattr("redwhale.evaluate.tasks.hub_reachable", lambda: True)
+    online = hashes(auto)
+    assert changed(offline, online) == ["eval", "report"]  # a network that comes back reruns the evaluation
+    cfg = parse_config(auto)
+    assert derived_values(cfg, declared_phases())["benchmarks"] == {
+        "run": True,
+        "why": "auto: the Hugging Face Hub answered",
+    }
+
+
+def test_local_benchmark_data_is_hashed_by_content(tmp_path):
+    base = tiny_config(tmp_path, tmp_path / "model")
+    data = tmp_path / "kobest"
+    data.mkdir()
+    (data / "kobest_copa_validation.jsonl").write_text('{"a": 1}\n')
+    with_data = dict(base, eval=dict(base["eval"], benchmarks="on", data=str(data)))
+    digests = Digests(None)
+    before = hashes(with_data, digests)
+    (data / "kobest_copa_validation.jsonl").write_text('{"a": 2}\n')
+    assert changed(before, hashes(with_data, Digests(None))) == ["eval", "report"]
 
 
 SHIPPED = sorted(p for p in (REPO / "configs").glob("**/*.yaml") if p.parent.name != "accelerate")
@@ -138,11 +219,22 @@ SHIPPED = sorted(p for p in (REPO / "configs").glob("**/*.yaml") if p.parent.nam
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_configs_validate(path):
+    from redwhale.recipe.checks import check
+
     cfg = load_config(path)
+    check(cfg)
     assert cfg.name and cfg.train.stages
 
 
-def test_demo_config_is_the_paper_recipe_on_the_embedded_model():
+def test_demo_config_is_the_recipe_on_the_embedded_model():
     cfg = load_config(REPO / "configs" / "demo.yaml")
     assert cfg.model.base == "smollm2-135m" and cfg.corpus.inputs[0].path == "bundled:konlpy"
-    assert [s.name for s in cfg.train.stages] == ["embeddings", "odd_layers", "even_layers", "lora"]
+    assert cfg.train.stages[0].name == "embeddings" and cfg.eval.benchmarks == "off"
+
+
+def test_every_phase_declares_where_each_input_comes_from():
+    phases = declared_phases()
+    assert [p.name for p in phases] == ["prepare", "tokenizer", "extend", "train", "eval", "export", "report"]
+    for phase in phases:
+        assert phase.params and phase.params[0].kind == "context", phase.name
+    assert json.dumps([[q.kind for q in p.params] for p in phases])  # every kind resolved at import

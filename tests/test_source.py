@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from redwhale.errors import ModelSourceError
-from redwhale.models import source
-from redwhale.models.source import convert, load_model, load_tokenizer, materialize, resolve
+from redwhale.core import source
+from redwhale.core.errors import ModelSourceError
+from redwhale.core.source import convert, load_model, load_tokenizer, materialize, resolve
 
 
 def test_resolve_kinds(tmp_path, tied_llama_dir, tiny_gguf):

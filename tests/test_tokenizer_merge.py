@@ -6,13 +6,13 @@ import random
 import pytest
 
 from helpers import ENGLISH_LINES, KOREAN_LINES
-from redwhale.errors import TokenizerError
+from redwhale.core.errors import TokenizerError
+from redwhale.core.scripts import SCRIPTS
 from redwhale.tokenizer.audit import dead_tokens
 from redwhale.tokenizer.base import detect_kind, load_base, token_bytes
 from redwhale.tokenizer.bpe import MergeTable
 from redwhale.tokenizer.merge import NewTokenizer, build, merge_tokenizers, plan
 from redwhale.tokenizer.samples import NON_TARGET, ROUND_TRIP
-from redwhale.tokenizer.scripts import SCRIPTS
 from redwhale.tokenizer.train import train_new
 
 HANGUL = SCRIPTS["hangul"]

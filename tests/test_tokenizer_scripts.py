@@ -2,7 +2,7 @@
 
 import pytest
 
-from redwhale.tokenizer.scripts import SCRIPTS, get_script
+from redwhale.core.scripts import SCRIPTS, get_script
 
 HANGUL = SCRIPTS["hangul"]
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import ENGLISH_LINES, KOREAN_LINES
 from redwhale.cli import main
 from redwhale.config.schema import CorpusInput, TokenizerSection
-from redwhale.errors import DataError, TokenizerError
+from redwhale.core.errors import DataError, TokenizerError
 from redwhale.tokenizer.commands import sweep_command, train_command
 from redwhale.tokenizer.sweep import SweepRow, knee
 
@@ -32,7 +32,7 @@ def korean_jsonl(tmp_path_factory):
 
 
 def row(size, rec, ric):
-    return SweepRow(size, 0, 0, rec, ric, 0.0, 0, 0, 1.0, 1.0)
+    return SweepRow(size, 0, 0, rec, ric, 0.0, 0, 0, 1.0, 1.0, {})
 
 
 def test_knee_is_the_point_farthest_below_the_chord():
@@ -65,7 +65,8 @@ def test_malformed_lines_are_counted_and_the_run_goes_on(tmp_path, korean_jsonl,
     report = train_command(
         str(bpe_tokenizer_dir),
         [CorpusInput(path=str(corpus))],
-        TokenizerSection(size=500, min_frequency=1),
+        TokenizerSection(min_frequency=1),
+        500,
         tmp_path / "tok",
     )
     assert report["input"]["malformed"] == {
@@ -81,18 +82,14 @@ def test_malformed_lines_are_counted_and_the_run_goes_on(tmp_path, korean_jsonl,
 def test_empty_corpus_is_refused(tmp_path, bpe_tokenizer_dir):
     empty = write_jsonl(tmp_path / "empty.jsonl", [])
     with pytest.raises(DataError, match="empty"):
-        train_command(
-            str(bpe_tokenizer_dir), [CorpusInput(path=str(empty))], TokenizerSection(size=500), tmp_path / "t"
-        )
+        train_command(str(bpe_tokenizer_dir), [CorpusInput(path=str(empty))], TokenizerSection(), 500, tmp_path / "t")
     assert not (tmp_path / "t").exists()
 
 
 def test_corpus_without_korean_is_refused(tmp_path, bpe_tokenizer_dir):
     english = write_jsonl(tmp_path / "en.jsonl", ENGLISH_LINES * 5)
     with pytest.raises(DataError, match="no hangul text"):
-        train_command(
-            str(bpe_tokenizer_dir), [CorpusInput(path=str(english))], TokenizerSection(size=500), tmp_path / "t"
-        )
+        train_command(str(bpe_tokenizer_dir), [CorpusInput(path=str(english))], TokenizerSection(), 500, tmp_path / "t")
 
 
 def test_a_size_that_adds_nothing_is_refused(tmp_path, bpe_tokenizer_dir):
@@ -112,7 +109,8 @@ def test_missing_corpus_file_is_an_error(tmp_path, bpe_tokenizer_dir):
         train_command(
             str(bpe_tokenizer_dir),
             [CorpusInput(path=str(tmp_path / "nope.jsonl"))],
-            TokenizerSection(size=500),
+            TokenizerSection(),
+            500,
             tmp_path / "t",
         )
 
@@ -162,7 +160,7 @@ def test_cli_train_merge_sweep(tmp_path, capsys, korean_jsonl, bpe_tokenizer_dir
         == 0
     )
     out = capsys.readouterr().out
-    assert "chosen size" in out and (tmp_path / "sweep" / "sweep.png").is_file()
+    assert "knee:" in out and (tmp_path / "sweep" / "sweep.png").is_file()
     assert (
         main(
             [

@@ -9,10 +9,10 @@ from transformers import AutoModelForCausalLM
 from helpers import KOREAN_LINES, make_tiny_llama
 from redwhale.config.schema import LoraSection, StageSection, Trainable, TrainSection
 from redwhale.config.validation import validate
-from redwhale.errors import ConfigError
-from redwhale.train.commands import train_command
-from redwhale.train.loop import warmup_cosine, wrap_lora
-from redwhale.train.select import select
+from redwhale.core.errors import ConfigError
+from redwhale.train.loop import warmup_cosine
+from redwhale.train.run import train_schedule
+from redwhale.train.select import select, wrap_lora
 
 CORPUS = [f"{line} {i}" for i in range(40) for line in KOREAN_LINES]
 
@@ -117,7 +117,7 @@ def test_parameters_outside_the_stage_are_bit_identical(tmp_path, extended_tied_
     before = snapshot(AutoModelForCausalLM.from_pretrained(str(extended_tied_dir)))
     base_rows = json.loads((extended_tied_dir / "init_report.json").read_text())["base_vocab"]
     cfg = tiny_train([stage("s", **spec)])
-    train_command(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w")
+    train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w")
     after = snapshot(AutoModelForCausalLM.from_pretrained(str(tmp_path / "w" / "model")))
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     if "layers" in spec:
@@ -131,7 +131,7 @@ def test_parameters_outside_the_stage_are_bit_identical(tmp_path, extended_tied_
 
 def test_full_schedule_keeps_the_tie_and_what_stage_one_learned(tmp_path, extended_tied_dir):
     start = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
-    summary = train_command(extended_tied_dir, CORPUS, None, tiny_train(paper_stages()), tmp_path / "w")
+    summary = train_schedule(extended_tied_dir, CORPUS, None, tiny_train(paper_stages()), tmp_path / "w")
     assert [s["stage"] for s in summary["stages"]] == ["embeddings", "odd", "even", "lora"]
     final = AutoModelForCausalLM.from_pretrained(str(tmp_path / "w" / "model"))
     assert final.lm_head.weight is final.model.embed_tokens.weight
@@ -159,7 +159,76 @@ def test_new_rows_learning_rate_scales_their_update(tmp_path, extended_untied_di
             new_rows_lr=1e-4 * ratio,
             warmup_fraction=0.0,
         )
-        train_command(extended_untied_dir, CORPUS, None, tiny_train([s], checkpoint_every=100), tmp_path / f"w{ratio}")
+        train_schedule(extended_untied_dir, CORPUS, None, tiny_train([s], checkpoint_every=100), tmp_path / f"w{ratio}")
         end = AutoModelForCausalLM.from_pretrained(str(tmp_path / f"w{ratio}" / "model")).model.embed_tokens.weight
         moved[ratio] = ((end - start)[base_rows:].abs().sum() / (end - start)[:base_rows].abs().sum()).item()
     assert moved[10] == pytest.approx(10 * moved[1], rel=0.25)
+
+
+def test_bf16_frozen_weights_and_fp32_trainable_ones_on_cpu(tmp_path, extended_tied_dir):
+    """model.dtype bfloat16: frozen weights are held in bf16 during a stage, the trained ones in fp32, and the saved
+    model is bf16; the loss stays close to an all-fp32 run's."""
+    seen = {}
+
+    def spy(self, run, stream):
+        seen.setdefault(run.index, {n: p.dtype for n, p in run.model.named_parameters()})
+        return original(self, run, stream)
+
+    from redwhale.train.loop import Trainer
+
+    original = Trainer._step
+    cfg = tiny_train([stage("odd", tokens=512, lr=1e-3, layers="odd")])
+    Trainer._step = spy
+    try:
+        mixed = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "bf16", dtype="bfloat16")
+    finally:
+        Trainer._step = original
+    dtypes = seen[0]
+    assert dtypes["model.layers.1.self_attn.q_proj.weight"] == torch.float32  # trained
+    assert dtypes["model.layers.0.self_attn.q_proj.weight"] == torch.bfloat16  # frozen
+    assert dtypes["model.embed_tokens.weight"] == torch.bfloat16
+    saved = AutoModelForCausalLM.from_pretrained(str(tmp_path / "bf16" / "model"))
+    assert saved.dtype == torch.bfloat16 and mixed["saved_dtype"] == "bfloat16"
+    full = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "fp32", dtype="float32")
+    assert mixed["stages"][0]["final_loss"] == pytest.approx(full["stages"][0]["final_loss"], rel=0.05)
+    assert mixed["stages"][0]["memory_measure"].startswith(("malloc", "process RSS"))
+    assert mixed["stages"][0]["plan_gib"] > 0 and mixed["stages"][0]["plan_full_gib"] > mixed["stages"][0]["plan_gib"]
+
+
+def test_bf16_trainable_weights_with_kahan_adamw_learn(tmp_path, extended_tied_dir):
+    cfg = tiny_train([stage("odd", tokens=512, lr=1e-3, layers="odd")], trainable_dtype="bfloat16")
+    summary = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w", dtype="bfloat16")
+    records = [json.loads(line) for line in (tmp_path / "w" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert "trainable bfloat16" in summary["precision"]
+
+
+def test_auto_micro_batch_keeps_the_global_batch(tmp_path, extended_tied_dir):
+    cfg = tiny_train(
+        [stage("odd", tokens=512, layers="odd")], micro_batch_size="auto", global_batch_size=4, grad_accum=1
+    )
+    summary = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w")
+    s = summary["stages"][0]
+    assert s["micro_batch_size"] * s["grad_accum"] == 4 and s["micro_batch_size"] == 4  # the tiny model fits 4
+
+
+def test_a_stage_that_cannot_fit_stops_before_the_model_loads(tmp_path, extended_tied_dir, monkeypatch):
+    monkeypatch.setattr("redwhale.train.loop.device_memory_gib", lambda device: 1e-6)
+    loaded = []
+    monkeypatch.setattr(
+        "redwhale.train.loop.AutoModelForCausalLM.from_pretrained", lambda *a, **k: loaded.append(a) or None
+    )
+    with pytest.raises(ConfigError, match=r"stage 'odd' does not fit: .* GiB planned at micro-batch 1"):
+        train_schedule(extended_tied_dir, CORPUS, None, tiny_train([stage("odd", layers="odd")]), tmp_path / "w")
+    assert not loaded
+
+
+def test_offload_and_8bit_optimizers_say_what_they_need_on_cpu():
+    from redwhale.train.optim import make_optimizer
+
+    param = torch.nn.Parameter(torch.zeros(4))
+    groups = [{"params": [param], "lr": 1e-3, "weight_decay": 0.0}]
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        make_optimizer(groups, tiny_train([stage("s", layers="odd")], offload_optimizer=True), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="adamw8bit needs CUDA"):
+        make_optimizer(groups, tiny_train([stage("s", layers="odd")], optimizer="adamw8bit"), torch.device("cpu"))

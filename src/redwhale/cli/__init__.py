@@ -11,9 +11,20 @@ import sys
 import click
 import typer
 
-from redwhale.cli import config, evaluate, model, prepare, run, tokenizer, train  # noqa: F401  (each module registers its commands)
-from redwhale.cli.app import app, state
-from redwhale.errors import RedwhaleError
+from redwhale.cli import (  # noqa: F401  (each module registers its commands)
+    config,
+    doctor,
+    evaluate,
+    export,
+    model,
+    prepare,
+    run,
+    status,
+    tokenizer,
+    train,
+)
+from redwhale.cli.app import app
+from redwhale.core.errors import RedwhaleError
 
 __all__ = ["app", "main"]
 
@@ -36,10 +47,24 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted: finished phases are kept; rerun the same command to continue", err=True)
         return 130
     except RedwhaleError as exc:
-        if state["debug"] or "--debug" in args:
+        if "--debug" in args:
             raise
         typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
         return exc.exit_code
+    except OSError as exc:  # disk full, permission denied, a file gone: the user's to fix, in one line
+        if "--debug" in args:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        return 1
+    except Exception as exc:  # a bug: one line here, the traceback with --debug
+        if "--debug" in args:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        typer.echo(
+            f"error: internal error ({type(exc).__name__}: {first}); rerun with --debug for the traceback", err=True
+        )
+        return 1
     return 0
 
 

@@ -1,4 +1,8 @@
-"""The Typer application and its global options; command groups register themselves on it."""
+"""The Typer application and its global options; command groups register themselves on it.
+
+Command modules import the package's domain modules inside each command: those import torch, transformers and
+datatrove (several seconds), and ``redwhale --help`` or ``redwhale status`` should answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Annotated
 import typer
 
 from redwhale import __version__
+from redwhale.core.logs import setup_logging
 
 app = typer.Typer(
     name="redwhale",
@@ -18,9 +23,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-#: Set by the global --debug option; read by the entry point to decide whether to show tracebacks.
-state = {"debug": False}
-
 
 def _version(value: bool) -> None:
     if value:
@@ -30,14 +32,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks, debug logs and the libraries' logs.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors (no progress).")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    state["debug"] = debug
-    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
-    from redwhale.logs import setup_logging
-
-    setup_logging(level)
+    setup_logging(logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO))

@@ -15,10 +15,12 @@ app.add_typer(config_app, name="config")
 
 @config_app.command("validate")
 def config_validate(file: Annotated[Path, typer.Argument(help="YAML run config.")]) -> None:
-    """Check a run config against the schema; report every problem."""
+    """Check a run config against the schema and what is installed (init methods, tasks); report every problem."""
     from redwhale.config import load_config
+    from redwhale.recipe.checks import check
 
     cfg = load_config(file)
+    check(cfg)
     typer.echo(f"{file}: valid (run {cfg.name!r})")
 
 

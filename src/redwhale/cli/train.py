@@ -8,53 +8,70 @@ from typing import Annotated
 import typer
 
 from redwhale.cli.app import app
+from redwhale.cli.options import section_options
+from redwhale.config.schema import TrainSection
 
 train_app = typer.Typer(help="Multistage continual pretraining, and its memory plan.", invoke_without_command=True)
 app.add_typer(train_app, name="train")
 
 
 @train_app.callback()
+@section_options(TrainSection, "train")
 def train(
     ctx: typer.Context,
+    train: TrainSection,
     model: Annotated[
         Path | None, typer.Option("--model", help="Extended model folder (redwhale model extend).")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Work folder: data, checkpoints, logs, model/.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Run config (its train and corpus sections).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Run config (its train, model, english and corpus sections).")
+    ] = None,
     corpus: Annotated[list[str] | None, typer.Option("--corpus", help="Korean corpus (default: the config's).")] = None,
     english: Annotated[list[str] | None, typer.Option("--english", help="English replay text (repeatable).")] = None,
     text_field: Annotated[str | None, typer.Option(help="JSONL field holding the text.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
 ) -> None:
-    """Train the extended model stage by stage (resumable with --resume)."""
+    """Train the extended model stage by stage (resumable with --resume). The training split of the corpus (by the
+    config's seed and held-out fraction) is tokenised once into --out/data; a rerun reuses it."""
     if ctx.invoked_subcommand is not None:
         return
     import json
 
+    from redwhale.cli.prepare import corpus_inputs
     from redwhale.config import RunConfig, load_config
-    from redwhale.config.schema import CorpusInput
-    from redwhale.corpus.heldout import training_texts
+    from redwhale.core.errors import ConfigError
+    from redwhale.core.text import training_texts
     from redwhale.corpus.readers import iter_texts
-    from redwhale.errors import ConfigError
-    from redwhale.train.commands import train_command
+    from redwhale.recipe.phases import english_replay
+    from redwhale.train.run import train_schedule
 
     if model is None or out is None:
         raise ConfigError("redwhale train needs --model and --out (or a subcommand: plan)")
     cfg = load_config(config) if config else RunConfig()
-    options = {"text_field": text_field} if text_field else {}
-    korean_inputs = [CorpusInput(path=p, **options) for p in corpus] if corpus else cfg.corpus.inputs
-    english_inputs = [CorpusInput(path=p, **options) for p in english] if english else cfg.corpus.english
-    if not korean_inputs:
-        raise ConfigError("no training corpus: give --corpus or corpus.inputs in the config")
-    korean = training_texts(iter_texts(korean_inputs), cfg.seed, cfg.corpus.heldout_fraction)
-    english_texts = iter_texts(english_inputs) if english_inputs else None
-    summary = train_command(model, korean, english_texts, cfg.train, out, cfg.seed, resume, cfg.name)
+    korean_inputs = corpus_inputs(corpus, text_field, None) or cfg.corpus.inputs
+    english_section = (
+        cfg.english.model_copy(update={"inputs": corpus_inputs(english, text_field, None)}) if english else cfg.english
+    )
+    korean = training_texts(iter_texts(korean_inputs), cfg.seed, cfg.corpus.heldout_fraction) if korean_inputs else None
+    summary = train_schedule(
+        model,
+        korean,
+        english_replay(english_section, cfg.seed),
+        train,
+        out,
+        cfg.seed,
+        cfg.model.dtype,
+        cfg.name,
+        resume,
+        cfg.model.trust_remote_code,
+    )
     typer.echo(json.dumps(summary["stages"], indent=2))
     typer.echo(f"model: {out / 'model'}")
 
 
 def _gib(text: str) -> float:
-    from redwhale.errors import ConfigError
+    from redwhale.core.errors import ConfigError
 
     value = text.strip().lower().replace(" ", "")
     for suffix, scale in (("gib", 1.0), ("gb", 1e9 / 2**30), ("g", 1.0)):
@@ -70,6 +87,7 @@ def _gib(text: str) -> float:
 
 
 @train_app.command("plan")
+@section_options(TrainSection, "train")
 def plan(
     model: Annotated[
         str,
@@ -78,41 +96,21 @@ def plan(
             help="Preset (llama-3.1-8b, solar-10.7b, qwen2.5-7b, llama-3.2-1b, smollm2-135m) or any model spec.",
         ),
     ],
+    train: TrainSection,
     gpu_memory: Annotated[
         str, typer.Option("--gpu-memory", help="Memory of one GPU, e.g. 80GB (1e9 bytes) or 80GiB.")
     ] = "80GB",
     new_tokens: Annotated[int, typer.Option(help="Tokens added to the vocabulary.")] = 20000,
     config: Annotated[Path | None, typer.Option("--config", help="Run config (its train section).")] = None,
-    sequence_length: Annotated[int | None, typer.Option(help="Override train.sequence_length.")] = None,
-    micro_batch_size: Annotated[int | None, typer.Option(help="Override train.micro_batch_size.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="Override train.optimizer (adamw, adamw8bit).")] = None,
-    gradient_checkpointing: Annotated[
-        bool | None,
-        typer.Option(
-            "--gradient-checkpointing/--no-gradient-checkpointing", help="Override train.gradient_checkpointing."
-        ),
-    ] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Plan an fp32 run on CPU instead of bf16 on a GPU.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the plan as JSON here.")] = None,
 ) -> None:
     """Estimate each stage's peak memory (weights, gradients, optimizer, activations) and the micro-batch that fits."""
-    from redwhale.config import RunConfig, load_config
-    from redwhale.config.schema import TrainSection
-    from redwhale.config.validation import validate
-    from redwhale.rundir import atomic_write_json
+    from redwhale.core.io import atomic_write_json
     from redwhale.train.plan import plan as make_plan
     from redwhale.train.plan import plan_markdown
 
-    base = (load_config(config) if config else RunConfig()).train.model_dump()
-    overrides = {
-        "sequence_length": sequence_length,
-        "micro_batch_size": micro_batch_size,
-        "optimizer": optimizer,
-        "gradient_checkpointing": gradient_checkpointing,
-    }
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = validate(TrainSection, base, source="options")
-    result = make_plan(model, cfg, _gib(gpu_memory), new_tokens, on_gpu=not cpu)
+    result = make_plan(model, train, _gib(gpu_memory), new_tokens, on_gpu=not cpu)
     if json_out:
         atomic_write_json(json_out, result)
     typer.echo(plan_markdown(result), nl=False)

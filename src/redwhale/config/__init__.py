@@ -1,6 +1,6 @@
 """Run configs: strict schema, loading and the documented reference.
 
-``load_config(path)`` returns a validated :class:`RunConfig`; any problem is a :class:`~redwhale.errors.ConfigError`
+``load_config(path)`` returns a validated :class:`RunConfig`; any problem is a :class:`~redwhale.core.errors.ConfigError`
 naming each bad field (and, for an unknown key, the nearest valid one).
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from redwhale.config.base import Section, dump, reference_yaml, to_yaml
-from redwhale.config.schema import RunConfig
+from redwhale.config.schema import MOVED, RunConfig
 from redwhale.config.validation import load_yaml, validate
 
 REFERENCE_HEADER = """\
@@ -23,7 +23,7 @@ __all__ = ["RunConfig", "Section", "dump", "load_config", "parse_config", "refer
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     """Validate an already-parsed mapping."""
-    return validate(RunConfig, data, source=source)
+    return validate(RunConfig, data, source=source, moved=MOVED)
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -1,14 +1,21 @@
-"""The base of every config section, and the reference-config writer.
+"""The base of every config section, how a section is hashed, and the reference-config writer.
 
 Every section is a strict pydantic model: unknown keys are refused, numbers are not parsed from strings, and every
-field carries a one-line description (with its unit) that becomes both the ``--help`` text and the comment in the
-reference config. Defaults live here, in the schema, and nowhere else.
+field carries a one-line description (with its unit) that becomes the comment in the reference config and, for the
+commands whose options are generated from a section (:mod:`redwhale.cli.options`), the ``--help`` text. Defaults live
+in the schema and nowhere else.
+
+:func:`recording_reads` records which fields are read while it is active; a test runs a whole run under it and
+fails if a field is read by no phase (a field validated and then ignored).
 """
 
 from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,11 +25,94 @@ from pydantic import BaseModel, ConfigDict, Field
 #: A filesystem path given as a string in YAML (paths are the one place where a string is converted).
 PathField = Annotated[Path, Field(strict=False)]
 
+#: ``json_schema_extra`` of a field that does not change any result (where outputs go, processes, logging): it is
+#: left out of phase hashes, so changing it never redoes work.
+RESULTS_NEUTRAL = {"results_neutral": True}
+#: ``json_schema_extra`` of a field naming input files (or a model): phase hashes cover their content.
+INPUT = {"input": True}
+
+_READS: ContextVar[set[tuple[str, str]] | None] = ContextVar("redwhale_config_reads", default=None)
+
 
 class Section(BaseModel):
     """A strict, documented group of config fields."""
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, frozen=False)
+
+    def __getattribute__(self, name: str) -> Any:
+        reads = _READS.get()
+        if reads is not None and not name.startswith("_") and name in type(self).model_fields:
+            reads.add((type(self).__name__, name))
+        return super().__getattribute__(name)
+
+
+@contextmanager
+def recording_reads() -> Iterator[set[tuple[str, str]]]:
+    """Within the block, every field read on any section is added to the yielded set as ``(class name, field)``."""
+    reads: set[tuple[str, str]] = set()
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
+
+
+def all_fields(model: type[BaseModel]) -> set[tuple[str, str]]:
+    """Every ``(class name, field)`` of ``model`` and of the sections nested in it."""
+    found: set[tuple[str, str]] = set()
+    pending = [model]
+    while pending:
+        current = pending.pop()
+        for name, field in current.model_fields.items():
+            if (current.__name__, name) in found:
+                continue
+            found.add((current.__name__, name))
+            for candidate in _flatten(field.annotation):
+                nested = _section_type(candidate) or _list_item_section(candidate)
+                if nested is not None:
+                    pending.append(nested)
+    return found
+
+
+def _extra(field: Any, key: str) -> bool:
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get(key))
+
+
+def hashed(section: BaseModel, keep_inputs: bool = True) -> Any:
+    """The section's values as plain data, without its results-neutral fields (recursively); without its input
+    fields too when ``keep_inputs`` is false (their content digests stand for them, so a moved file is the same)."""
+    out: dict[str, Any] = {}
+    for name, field in type(section).model_fields.items():
+        if _extra(field, "results_neutral") or (not keep_inputs and _extra(field, "input")):
+            continue
+        out[name] = _hashed_value(object.__getattribute__(section, name), keep_inputs)
+    return out
+
+
+def _hashed_value(value: Any, keep_inputs: bool = True) -> Any:
+    if isinstance(value, BaseModel):
+        return hashed(value, keep_inputs)
+    if isinstance(value, list | tuple):
+        return [_hashed_value(v, keep_inputs) for v in value]
+    if isinstance(value, dict):
+        return {k: _hashed_value(v, keep_inputs) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def input_values(section: BaseModel) -> list[Any]:
+    """The values of every input field in the section (recursively): file, folder or model specs to hash by content."""
+    found: list[Any] = []
+    for name, field in type(section).model_fields.items():
+        value = object.__getattribute__(section, name)
+        if _extra(field, "input") and value is not None:
+            found.append(value)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, BaseModel):
+                found.extend(input_values(item))
+    return found
 
 
 def dump(section: BaseModel) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """The run config: one YAML file describes a whole adaptation run.
 
-Each phase reads its own section; ``redwhale config reference`` prints every field with its default and a one-line
-description (``configs/reference.yaml`` is that output, kept in sync by a test).
+Each phase takes the sections it needs (see :mod:`redwhale.recipe.phases`); ``redwhale config reference`` prints every
+field with its default and a one-line description (``configs/reference.yaml`` is that output, kept in sync by a test).
+Two markers on a field tell the runner how to hash it: ``RESULTS_NEUTRAL`` fields (where outputs go, how many worker
+processes, logging) never make a phase stale; ``INPUT`` fields name files whose *content* is hashed, so a copied or
+edited corpus redoes what reads it.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from redwhale.config.base import PathField, Section
-from redwhale.tokenizer.scripts import SCRIPTS
+from redwhale.config.base import INPUT, RESULTS_NEUTRAL, PathField, Section
+from redwhale.core.scripts import SCRIPTS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SCRIPT_NAMES = tuple(SCRIPTS)
 
 
 class ModelSection(Section):
@@ -23,21 +27,24 @@ class ModelSection(Section):
     base: str = Field(
         "smollm2-135m",
         description="base model: Hub id, local Hugging Face folder, .gguf file, or the alias smollm2-135m",
+        json_schema_extra=INPUT,
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when base is a Hub id")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weights dtype when loading: auto = bfloat16 on a GPU that supports it, float32 on CPU"
+        "auto",
+        description="dtype of frozen weights in training and of the saved model: auto = bfloat16 on a GPU that "
+        "supports it, float32 on CPU (trainable weights follow train.trainable_dtype)",
     )
     trust_remote_code: bool = Field(False, description="run model code shipped with a Hub repo (off: safe by default)")
-    cache_dir: PathField | None = Field(
-        None, description="cache for GGUF conversions (default: $XDG_CACHE_HOME/redwhale or ~/.cache/redwhale)"
-    )
 
 
 class CorpusInput(Section):
     """One source of raw text."""
 
-    path: str = Field(description="file, folder, glob, or Hugging Face dataset id (with format: hf)")
+    path: str = Field(
+        description="file, folder, glob, Hugging Face dataset id (with format: hf), or bundled:konlpy",
+        json_schema_extra=INPUT,
+    )
     format: Literal["auto", "jsonl", "parquet", "text", "hf"] = Field(
         "auto", description="auto = from the file extension (.jsonl/.json/.gz, .parquet, .txt)"
     )
@@ -47,19 +54,34 @@ class CorpusInput(Section):
 
 
 class CorpusSection(Section):
-    """Where the Korean training text comes from."""
+    """Where the training text of the new language comes from, and which writing system it is in."""
 
     inputs: list[CorpusInput] = Field(
         default_factory=list, description="raw text sources, read in order (at least one for a run)"
     )
-    english: list[CorpusInput] = Field(
-        default_factory=list, description="optional English text for replay in training and for English evaluation"
+    script: Literal[SCRIPT_NAMES] = Field(  # type: ignore[valid-type]
+        "hangul", description="writing system of the new language (script filter; only tokens proving it are added)"
     )
     text_unit: Literal["file", "paragraph", "line"] = Field(
         "paragraph", description="for plain-text inputs: one document per file, per blank-line paragraph, or per line"
     )
     heldout_fraction: float = Field(
         0.05, ge=0.0, lt=1.0, description="share of documents held out (by a hash of their text) for measurements"
+    )
+
+
+class EnglishSection(Section):
+    """English text: replay during training (stages' english_share) and the text that measures forgetting."""
+
+    inputs: list[CorpusInput] = Field(
+        default_factory=list,
+        description="English sources; none = measure forgetting on the Python reference shipped with CPython",
+    )
+    text_unit: Literal["file", "paragraph", "line"] = Field(
+        "paragraph", description="for plain-text inputs: one document per file, per paragraph, or per line"
+    )
+    heldout_fraction: float = Field(
+        0.05, gt=0.0, lt=1.0, description="share of English documents held out from replay to measure forgetting"
     )
 
 
@@ -72,7 +94,9 @@ class PrepareSection(Section):
     remove_boilerplate: bool = Field(True, description="drop boilerplate lines (copyright, share, subscribe)")
     script_filter: bool = Field(True, description="drop documents whose letters are mostly not of the script")
     min_script_share: float = Field(0.5, ge=0, le=1, description="minimum share of the script among letters")
-    lid_model: PathField | None = Field(None, description="optional local fastText language-ID model (.bin)")
+    lid_model: PathField | None = Field(
+        None, description="optional local fastText language-ID model (.bin)", json_schema_extra=INPUT
+    )
     lid_min_score: float = Field(0.5, ge=0, le=1, description="minimum language-ID score when lid_model is set")
     quality_filter: bool = Field(True, description="length, symbol/digit shares and repetition rules")
     min_chars: int = Field(2, ge=0, description="minimum document length (characters)")
@@ -97,34 +121,61 @@ class PrepareSection(Section):
     dedup_near: bool = Field(True, description="drop near duplicates (MinHash LSH over character n-grams)")
     minhash_ngram: int = Field(5, ge=1, description="character n-gram size of the MinHash shingles (characters)")
     minhash_bands: int = Field(20, ge=1, description="LSH bands (more: higher recall)")
-    minhash_rows: int = Field(5, ge=1, description="hashes per band (more: fewer false matches)")
-    perplexity_model: str | None = Field(None, description="optional reference model for a perplexity filter")
+    minhash_rows: int = Field(5, ge=1, description="hashes per band (more: fewer candidate pairs)")
+    dedup_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a candidate pair from LSH is a near duplicate only if its estimated Jaccard similarity "
+        "(the other bands' hashes) reaches this",
+    )
+    perplexity_model: str | None = Field(
+        None, description="optional reference model for a perplexity filter", json_schema_extra=INPUT
+    )
     max_bits_per_byte: float = Field(4.0, gt=0, description="perplexity filter: drop above this (bits per byte)")
-    keep_dropped: bool = Field(False, description="write dropped documents to dropped/<reason>/ for inspection")
+    keep_dropped: bool = Field(
+        False,
+        description="write dropped documents to dropped/<reason>/ for inspection",
+        json_schema_extra=RESULTS_NEUTRAL,
+    )
     output_format: Literal["jsonl", "parquet"] = Field("jsonl", description="format of the cleaned shards")
     tasks: int = Field(4, ge=1, description="datatrove tasks (shards of the input processed independently)")
-    workers: int = Field(2, ge=1, description="processes of the local executor")
-    executor: Literal["local", "slurm", "ray"] = Field("local", description="datatrove executor")
+    workers: int = Field(2, ge=1, description="processes of the local executor", json_schema_extra=RESULTS_NEUTRAL)
+    executor: Literal["local", "slurm", "ray"] = Field(
+        "local", description="datatrove executor", json_schema_extra=RESULTS_NEUTRAL
+    )
     executor_options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="extra keyword arguments for the Slurm/Ray executor (partition, time...)"
+        default_factory=dict,
+        description="extra keyword arguments for the Slurm/Ray executor (partition, time...)",
+        json_schema_extra=RESULTS_NEUTRAL,
     )
 
 
-SCRIPT_NAMES = tuple(SCRIPTS)
 DEFAULT_SIZES = [8000, 12000, 16000, 20000, 24000, 28000, 32000, 36000, 40000]
 
 
 class TokenizerSection(Section):
     """Training the new-language tokenizer, the vocabulary-size sweep and the merge into the base tokenizer."""
 
-    script: Literal[SCRIPT_NAMES] = Field(  # type: ignore[valid-type]
-        "hangul", description="writing system of the new language; only tokens proving it are added"
-    )
     sizes: list[int] = Field(
         default_factory=lambda: list(DEFAULT_SIZES),
         description="vocabulary sizes to sweep (tokens of the new tokenizer)",
     )
-    size: int | Literal["auto"] = Field("auto", description="size to merge: auto = the knee of the sweep (tokens)")
+    size: int | Literal["auto", "knee"] = Field(
+        "auto",
+        description="size to merge: knee = the RIC/REC knee of the sweep; auto = the largest swept size, up to the "
+        "knee, whose new tokens each occur at least min_occurrences times (at the quantile below) in the planned "
+        "training tokens; a number = that size (tokens)",
+    )
+    min_occurrences: float = Field(
+        64.0, gt=0, description="auto size: occurrences in the training budget each new token should reach"
+    )
+    occurrence_quantile: Literal[0.1, 0.25, 0.5, 0.75, 0.9] = Field(
+        0.5, description="auto size: the share of new tokens that must reach min_occurrences"
+    )
+    train_chars: int | None = Field(
+        None, ge=10_000, description="train the new tokenizer on at most this much training text (characters)"
+    )
     train_on: Literal["script_words", "all_text"] = Field(
         "script_words", description="train on the words holding the script (others would be dropped at the merge)"
     )
@@ -147,16 +198,11 @@ class TokenizerSection(Section):
         return self
 
 
-INIT_METHODS = ("random", "mean", "decomposition", "weighted", "eeve", "calibrated")
-
-
 class ExtendSection(Section):
     """Growing the model to the merged vocabulary and initialising the new rows."""
 
-    init: Literal[INIT_METHODS] = Field(  # type: ignore[valid-type]
-        "calibrated", description="init of new rows: random, mean, decomposition, weighted, eeve, calibrated"
-    )
-    compare: list[Literal[INIT_METHODS]] = Field(  # type: ignore[valid-type]
+    init: str = Field("calibrated", description="init of new rows (methods: `redwhale model extend --help`)")
+    compare: list[str] = Field(
         default_factory=lambda: ["random", "mean", "decomposition", "weighted", "calibrated"],
         description="methods measured side by side before training (empty: skip the comparison)",
     )
@@ -216,9 +262,16 @@ class StageSection(Section):
     name: str = Field(description="stage name (used in logs, checkpoints and the report)")
     trainable: Trainable = Field(default_factory=Trainable, description="parameters trained in this stage")
     lora: LoraSection | None = Field(None, description="train LoRA adapters instead (merged at the end); null = none")
-    tokens: int = Field(gt=0, description="token budget of the stage (tokens, summed over devices)")
+    tokens: int | None = Field(
+        None, gt=0, description="token budget of the stage (tokens, summed over devices); or give a share"
+    )
+    share: float | None = Field(
+        None, gt=0, le=1, description="share of train.tokens given to this stage (shares sum to 1)"
+    )
     lr: float = Field(gt=0, description="peak learning rate")
-    new_rows_lr: float | None = Field(None, gt=0, description="peak learning rate of new embedding/head rows")
+    new_rows_lr: float | None = Field(
+        None, gt=0, description="peak learning rate of the new embedding/head rows (null = lr)"
+    )
     weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay (never applied to embeddings)")
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of the stage's steps spent warming up")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay ends at this fraction of the peak")
@@ -230,44 +283,89 @@ class StageSection(Section):
             raise ValueError(f"stage {self.name!r}: trains no parameter (set trainable or lora)")
         if self.lora is not None and not self.trainable.selects_nothing():
             raise ValueError(f"stage {self.name!r}: a LoRA stage trains its adapters only; leave trainable empty")
+        if (self.tokens is None) == (self.share is None):
+            raise ValueError(f"stage {self.name!r}: give exactly one of tokens and share")
         return self
 
 
 def default_stages() -> list[StageSection]:
     """The RedWhale schedule: embeddings + head, odd layers, even layers, LoRA over the whole model."""
     return [
-        StageSection(
-            name="embeddings", trainable=Trainable(embeddings="all", lm_head="all"), tokens=20_000_000, lr=1e-3
-        ),
-        StageSection(name="odd_layers", trainable=Trainable(layers="odd"), tokens=20_000_000, lr=1e-4),
-        StageSection(name="even_layers", trainable=Trainable(layers="even"), tokens=20_000_000, lr=1e-4),
-        StageSection(name="lora", lora=LoraSection(), tokens=20_000_000, lr=2e-4),
+        StageSection(name="embeddings", trainable=Trainable(embeddings="all", lm_head="all"), share=0.25, lr=1e-3),
+        StageSection(name="odd_layers", trainable=Trainable(layers="odd"), share=0.25, lr=1e-4),
+        StageSection(name="even_layers", trainable=Trainable(layers="even"), share=0.25, lr=1e-4),
+        StageSection(name="lora", lora=LoraSection(), share=0.25, lr=2e-4),
     ]
 
 
 class TrainSection(Section):
     """Continual pretraining: the stages and how every stage runs."""
 
+    tokens: int | None = Field(
+        80_000_000, gt=0, description="token budget of the whole schedule (tokens); stages take their share"
+    )
     stages: list[StageSection] = Field(default_factory=default_stages, description="stages, run in order")
     sequence_length: int = Field(1024, ge=16, description="tokens per packed block")
-    micro_batch_size: int = Field(8, ge=1, description="blocks per forward pass, per device")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto = bf16 autocast on a GPU that supports it, fp32 on CPU"
+    micro_batch_size: int | Literal["auto"] = Field(
+        8, description="blocks per forward pass, per device; auto = the largest the memory plan fits, per stage"
     )
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory)")
-    compile: bool = Field(False, description="torch.compile the model for each stage (faster on GPU, slow start)")
-    optimizer: Literal["adamw", "adamw8bit"] = Field(
-        "adamw", description="adamw (fused on CUDA) or adamw8bit (bitsandbytes, CUDA only)"
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (ignored with global_batch_size)")
+    global_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="blocks per optimizer step over all devices; set, gradient accumulation keeps it fixed "
+        "whatever the micro-batch (required with micro_batch_size: auto)",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="matrix products: auto = bf16 autocast on a GPU that supports it, fp32 on CPU"
+    )
+    trainable_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="dtype of the weights a stage trains: float32 master weights (exact updates, 4 bytes each), or "
+        "bfloat16 updated with Kahan-compensated AdamW (torch-optimi: 2 bytes each plus 2 for the compensation)",
+    )
+    optimizer: Literal["adamw", "adamw8bit", "sgd"] = Field(
+        "adamw",
+        description="adamw (fused on CUDA), adamw8bit (bitsandbytes, CUDA only) or sgd (plain, no momentum)",
+    )
+    offload_optimizer: bool = Field(
+        False,
+        description="keep AdamW's moments in CPU memory and step there (torchao CPUOffloadOptimizer, CUDA only)",
     )
     betas: list[float] = Field(default_factory=lambda: [0.9, 0.95], description="AdamW betas")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0 = off)")
-    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept per stage (the newest)")
-    log_every: int = Field(1, ge=1, description="steps between log lines")
-    tensorboard: bool = Field(True, description="write TensorBoard events")
-    wandb_project: str | None = Field(None, description="log to Weights & Biases under this project; null = off")
-    save_each_stage: bool = Field(False, description="also save the model after every stage (disk: one model each)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory)")
+    compile: bool = Field(False, description="torch.compile the model for each stage (faster on GPU, slow start)")
+    processes: int | Literal["auto"] = Field(
+        1,
+        description="training processes on this machine: auto = one per local GPU (DDP through accelerate); 1 = "
+        "this process",
+        json_schema_extra=RESULTS_NEUTRAL,
+    )
+    accelerate_config: PathField | None = Field(
+        None,
+        description="accelerate config for processes > 1 (FSDP, DeepSpeed; default: DDP)",
+        json_schema_extra=RESULTS_NEUTRAL,
+    )
+    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints", json_schema_extra=RESULTS_NEUTRAL)
+    keep_checkpoints: int = Field(
+        2, ge=1, description="checkpoints kept per stage (the newest)", json_schema_extra=RESULTS_NEUTRAL
+    )
+    log_every: int = Field(
+        1,
+        ge=1,
+        description="steps between metric records (and log lines when the output is not a terminal)",
+        json_schema_extra=RESULTS_NEUTRAL,
+    )
+    tensorboard: bool = Field(True, description="write TensorBoard events", json_schema_extra=RESULTS_NEUTRAL)
+    wandb_project: str | None = Field(
+        None, description="log to Weights & Biases under this project; null = off", json_schema_extra=RESULTS_NEUTRAL
+    )
+    save_each_stage: bool = Field(
+        False,
+        description="also save the model after every stage (disk: one model each)",
+        json_schema_extra=RESULTS_NEUTRAL,
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> TrainSection:
@@ -278,31 +376,78 @@ class TrainSection(Section):
             raise ValueError(f"train.stages: stage names must be unique, got {names}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError("train.betas: two numbers in [0, 1)")
+        shares = [s.share for s in self.stages if s.share is not None]
+        if not shares and "tokens" in self.model_fields_set and self.tokens is not None:
+            raise ValueError(
+                "train.tokens: the stages give their own tokens; give shares instead, or drop train.tokens"
+            )
+        if shares and self.tokens is None:
+            raise ValueError("train.tokens: stages give shares, so set the total token budget")
+        if shares and len(shares) == len(self.stages) and abs(sum(shares) - 1) > 1e-6:
+            raise ValueError(f"train.stages: shares sum to {sum(shares):g}, not 1")
+        if self.micro_batch_size == "auto" and self.global_batch_size is None:
+            raise ValueError("train.global_batch_size: required with micro_batch_size: auto")
+        if isinstance(self.micro_batch_size, int) and self.micro_batch_size < 1:
+            raise ValueError("train.micro_batch_size: at least 1")
+        if isinstance(self.processes, int) and self.processes < 1:
+            raise ValueError("train.processes: at least 1")
+        if self.trainable_dtype == "bfloat16" and self.optimizer != "adamw":
+            raise ValueError("train.trainable_dtype: bfloat16 works with optimizer adamw (Kahan-compensated)")
+        if self.offload_optimizer and (self.optimizer != "adamw" or self.trainable_dtype != "float32"):
+            raise ValueError("train.offload_optimizer: works with optimizer adamw and float32 trainable weights")
         return self
 
+    def stage_tokens(self) -> list[int]:
+        """Each stage's token budget: its own ``tokens``, or its share of ``train.tokens``."""
+        return [s.tokens if s.tokens is not None else round(self.tokens * s.share) for s in self.stages]
 
-KOBEST_TASKS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
+
+KOBEST_TASKS = ("kobest_boolq", "kobest_copa", "kobest_hellaswag", "kobest_sentineg", "kobest_wic")
 
 
 class EvalSection(Section):
     """Evaluation of the base and the adapted model."""
 
-    kobest: bool = Field(True, description="run KoBEST (local data from kobest_data, else the Hub; skipped offline)")
-    kobest_data: PathField | None = Field(
-        None, description="folder of <task>_<split>.jsonl files in skt/kobest_v1's layout; null = the Hub"
+    benchmarks: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="run the benchmark tasks: on; off; auto = when eval.data is set or the Hugging Face Hub answers "
+        "(decided once per run, recorded in the results and the report)",
     )
-    tasks: list[Literal[KOBEST_TASKS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(KOBEST_TASKS), description="KoBEST tasks"
+    tasks: list[str] = Field(
+        default_factory=lambda: list(KOBEST_TASKS),
+        description="benchmark tasks: kobest (all five) or kobest_<task>, kmmlu or kmmlu_<subject>, or any "
+        "lm-evaluation-harness task name",
+    )
+    data: PathField | None = Field(
+        None,
+        description="folder of local benchmark files (KoBEST: <task>_<split>.jsonl; KMMLU: <Subject>-<split>.csv); "
+        "null = the Hub",
+        json_schema_extra=INPUT,
     )
     shots: list[int] = Field(default_factory=lambda: [0], description="few-shot counts to run (examples)")
     split: Literal["test", "validation"] = Field(
         "test", description="split scored (a local folder without test files falls back to validation)"
     )
     limit: int | None = Field(None, ge=1, description="score at most this many examples per task (examples)")
-    batch_size: int = Field(16, ge=1, description="KoBEST requests per forward pass")
+    batch_size: int = Field(16, ge=1, description="benchmark requests per forward pass")
     korean_chars: int = Field(50_000, ge=1000, description="held-out Korean text for bits per byte (characters)")
     english_chars: int = Field(50_000, ge=1000, description="English text for bits per byte (characters)")
     window: int = Field(1024, ge=16, description="scoring window for long documents (tokens)")
+    korean_prompts: list[str] = Field(
+        default_factory=lambda: ["대한민국의 수도는", "오늘 날씨가 좋아서", "국회는 법률안을"],
+        description="Korean prompts continued greedily by the base and the adapted model (shown in the report)",
+    )
+    english_prompts: list[str] = Field(
+        default_factory=lambda: ["The capital of France is", "def fibonacci(n):"],
+        description="English prompts continued greedily by both models (forgetting, by eye)",
+    )
+    max_new_tokens: int = Field(32, ge=1, le=512, description="length of each generation (tokens)")
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value):
+        # YAML reads a bare on/off as a boolean
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _valid(self) -> EvalSection:
@@ -311,34 +456,45 @@ class EvalSection(Section):
         return self
 
 
-class ReportSection(Section):
-    """The HTML and Markdown report of a run."""
+class ChatVectorSection(Section):
+    """Instruction following back after continual pretraining: adapted + scale x (instruct - base)."""
 
-    korean_prompts: list[str] = Field(
-        default_factory=lambda: ["대한민국의 수도는", "오늘 날씨가 좋아서", "국회는 법률안을"],
-        description="Korean prompts continued greedily by the base and the adapted model",
+    instruct: str = Field(description="the instruction-tuned model of the same base", json_schema_extra=INPUT)
+    base: str | None = Field(
+        None, description="the base the instruct model was tuned from (null = model.base)", json_schema_extra=INPUT
     )
-    english_prompts: list[str] = Field(
-        default_factory=lambda: ["The capital of France is", "def fibonacci(n):"],
-        description="English prompts continued greedily by both models (forgetting, by eye)",
+    scale: float = Field(1.0, gt=0, description="multiplier of the difference")
+
+
+class ExportSection(Section):
+    """After the adaptation: a GGUF file for llama.cpp / Ollama, and a chat vector."""
+
+    gguf: list[Literal["f32", "f16", "bf16", "q8_0"]] = Field(
+        default_factory=list, description="GGUF files to write, by type (empty: none)"
     )
-    max_new_tokens: int = Field(32, ge=1, le=512, description="length of each generation (tokens)")
+    chat_vector: ChatVectorSection | None = Field(None, description="apply a chat vector (null: no)")
 
 
 class RunConfig(Section):
     """A whole run: every phase, from raw corpus to evaluated model and report."""
 
-    name: str = Field("run", description="run name; outputs go to <run_dir>/<name>/")
-    run_dir: PathField = Field("runs", description="parent folder of run folders")
+    name: str = Field("run", description="run name; outputs go to <run_dir>/<name>/", json_schema_extra=RESULTS_NEUTRAL)
+    run_dir: PathField = Field("runs", description="parent folder of run folders", json_schema_extra=RESULTS_NEUTRAL)
+    cache_dir: PathField | None = Field(
+        None,
+        description="cache for GGUF conversions (default: $XDG_CACHE_HOME/redwhale or ~/.cache/redwhale)",
+        json_schema_extra=RESULTS_NEUTRAL,
+    )
     seed: int = Field(0, ge=0, description="seed for every random choice (splits, init, data order)")
     model: ModelSection = Field(default_factory=ModelSection, description="the base model")
-    corpus: CorpusSection = Field(default_factory=CorpusSection, description="raw text sources")
+    corpus: CorpusSection = Field(default_factory=CorpusSection, description="training text of the new language")
+    english: EnglishSection = Field(default_factory=EnglishSection, description="English replay and forgetting text")
     prepare: PrepareSection = Field(default_factory=PrepareSection, description="corpus preprocessing")
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="new tokenizer and merge")
     extend: ExtendSection = Field(default_factory=ExtendSection, description="model extension and init")
     train: TrainSection = Field(default_factory=TrainSection, description="multistage continual pretraining")
     eval: EvalSection = Field(default_factory=EvalSection, description="evaluation")
-    report: ReportSection = Field(default_factory=ReportSection, description="the report")
+    export: ExportSection = Field(default_factory=ExportSection, description="after the adaptation")
 
     @field_validator("name")
     @classmethod
@@ -352,3 +508,14 @@ class RunConfig(Section):
         if self.model.revision is not None and (self.model.base.endswith(".gguf") or self.model.base == "smollm2-135m"):
             raise ValueError("model.revision applies to Hub ids only, not to a .gguf file or an alias")
         return self
+
+
+#: Keys that moved, with where they went: an old config gets a message that says so.
+MOVED = {
+    "tokenizer.script": "corpus.script",
+    "corpus.english": "english.inputs",
+    "model.cache_dir": "cache_dir (top level)",
+    "eval.kobest": "eval.benchmarks (auto, on or off)",
+    "eval.kobest_data": "eval.data",
+    "report": "eval (korean_prompts, english_prompts, max_new_tokens)",
+}

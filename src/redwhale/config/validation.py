@@ -7,6 +7,7 @@ field (``train.stages[2].lr``), what was wrong, and for an unknown key the neare
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from redwhale.errors import ConfigError
+from redwhale.core.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,17 +40,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate(model: type[M], data: dict[str, Any], source: str = "config") -> M:
-    """Validate ``data`` against ``model``; raise one :class:`ConfigError` that lists every problem."""
+def validate(model: type[M], data: dict[str, Any], source: str = "config", moved: dict[str, str] | None = None) -> M:
+    """Validate ``data`` against ``model``; raise one :class:`ConfigError` that lists every problem. ``moved`` maps
+    dotted keys that moved to where they went, so an old config is told where a key went."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = format_errors(model, exc)
+        problems = format_errors(model, exc, moved or {})
         head = f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''}: "
         raise ConfigError(head + "; ".join(problems)) from None
 
 
-def format_errors(model: type[BaseModel], exc: ValidationError) -> list[str]:
+def format_errors(model: type[BaseModel], exc: ValidationError, moved: dict[str, str] | None = None) -> list[str]:
     """One message per distinct field; union alternatives are folded into one message."""
     merged: dict[str, list[dict[str, Any]]] = {}
     for error in exc.errors(include_url=False):
@@ -59,7 +61,10 @@ def format_errors(model: type[BaseModel], exc: ValidationError) -> list[str]:
     messages = []
     for path, errors in merged.items():
         first = errors[0]
-        if first["type"] == "extra_forbidden":
+        new_place = (moved or {}).get(re.sub(r"\[\d+\]", "", path))
+        if first["type"] == "extra_forbidden" and new_place:
+            messages.append(f"{path}: moved to {new_place}")
+        elif first["type"] == "extra_forbidden":
             messages.append(_unknown_key(path, first["_owner"]))
         elif len(errors) > 1 and all(e["type"] != "extra_forbidden" for e in errors):
             wanted = sorted({_expected(e) for e in errors})

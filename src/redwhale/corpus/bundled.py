@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from redwhale.errors import DataError
+from redwhale.core.errors import DataError
 
 
 def python_docs_english(min_chars: int = 200, unit: str = "topic") -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import re
 import struct
 import unicodedata
@@ -24,11 +25,12 @@ from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig, ExactDedupSignature, get_sig_dtype
 from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+from datatrove.pipeline.dedup.minhash import _mersenne_prime as _MERSENNE
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.utils.binaryio import read_np_from_file
 from datatrove.utils.hashing import HashConfig, create_hash_func
 from datatrove.utils.text import TextNormConfig, simplify_text
-from datatrove.utils.typeshelper import ExtensionHelperSD
+from datatrove.utils.typeshelper import ExtensionHelperSD, StatHints
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 
@@ -109,7 +111,12 @@ def exact_config() -> ExactDedupConfig:
 
 
 class DedupSignatures(MinhashDedupSignature):
-    """Writes, for every document, its MinHash signature over character n-grams and its exact hash."""
+    """Writes, for every document, its MinHash signature over character n-grams (datatrove's signature files), its
+    exact hash (datatrove's exact-dedup signatures) and its shingles (for :class:`ConfirmCandidates`).
+
+    Written by hand rather than through ``MinhashDedupSignature.run``: that writes each band of each document with a
+    ``struct.pack`` call and sorts the files in a second pass; here the signatures of a task are computed into one
+    matrix and each band file is written sorted, once, in datatrove's exact layout."""
 
     name = "🫂 Korean dedup signatures"
 
@@ -119,27 +126,154 @@ class DedupSignatures(MinhashDedupSignature):
         exact_folder: DataFolderLike | None,
         config: MinhashConfig,
         char_ngrams: int = 5,
+        shingles_folder: DataFolderLike | None = None,
     ):
         super().__init__(output_folder=minhash_folder, config=config, language=_UnusedWordTokenizer())
         self.char_ngrams = char_ngrams
         self._exact = ExactDedupSignature(exact_folder, exact_config()) if exact_folder else None
+        self.shingles_folder = get_datafolder(shingles_folder) if shingles_folder else None
 
     def get_shingles(self, text: str) -> np.ndarray:
         return char_ngram_hashes(normalized_for_hash(text), self.char_ngrams).reshape((-1, 1))
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
-        exact: list[tuple[int, int, int]] = []
         hash_exact = create_hash_func(exact_config().hash_config, bytes)
-
-        def tap(stream):
-            for index, doc in enumerate(stream):
+        exact: list[tuple[int, int, int]] = []
+        signatures, ids, shingle_sets = [], [], []
+        with self.track_time():
+            for index, doc in enumerate(data):
+                self.stat_update(StatHints.total)
                 if self._exact is not None:
                     exact.append((hash_exact(_exact_content(doc)), 1, index))
-                yield doc
-
-        super().run(tap(data), rank, world_size)
+                shingles = self.get_shingles(doc.text)
+                shingle_sets.append(np.unique((shingles[:, 0] >> np.uint64(32)).astype(np.uint32)))
+                if shingles.size:
+                    a, b = self.parameters
+                    signatures.append(np.min((shingles * a + b) % _MERSENNE, axis=0))
+                    ids.append(index)
+            self._write_bands(rank, signatures, ids)
+            if self.shingles_folder is not None:
+                self._write_shingles(rank, shingle_sets)
         if self._exact is not None:
             self._exact.save_hashes(rank, exact)
+
+    def _write_bands(self, rank: int, signatures: list[np.ndarray], ids: list[int]) -> None:
+        rows = self.config.hashes_per_bucket
+        matrix = np.stack(signatures) if signatures else np.zeros((0, rows * self.config.num_buckets), np.uint64)
+        docs = np.asarray(ids, dtype=np.uint32)
+        record = np.dtype([(f"h{i}", "<u8") for i in range(rows)] + [("doc", "<u4")])
+        for band in range(self.config.num_buckets):
+            block = np.empty(len(docs), dtype=record)
+            for i in range(rows):
+                block[f"h{i}"] = matrix[:, band * rows + i]
+            block["doc"] = docs
+            block = block[np.lexsort([docs] + [block[f"h{i}"] for i in reversed(range(rows))])]
+            with self.output_folder.open(f"bucket_{band:03d}/{rank:05d}.minhash.sig", mode="wb") as handle:
+                handle.write(block.tobytes())
+
+    def _write_shingles(self, rank: int, shingle_sets: list[np.ndarray]) -> None:
+        offsets = np.zeros(len(shingle_sets) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(x) for x in shingle_sets])
+        flat = np.concatenate(shingle_sets) if shingle_sets else np.zeros(0, np.uint32)
+        with self.shingles_folder.open(f"{rank:05d}.npz", mode="wb") as handle:
+            np.savez(handle, offsets=offsets, shingles=flat)
+
+
+PAIR = np.dtype([("f1", "<u4"), ("d1", "<u4"), ("f2", "<u4"), ("d2", "<u4")])  # datatrove's "<4I" dups record
+
+
+class ShingleStore:
+    """The shingle sets that :class:`DedupSignatures` wrote, by (rank, document index), loaded per rank on demand."""
+
+    def __init__(self, folder: DataFolderLike):
+        self.folder = get_datafolder(folder)
+        self._ranks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, rank: int, doc: int) -> np.ndarray:
+        if rank not in self._ranks:
+            with self.folder.open(f"{rank:05d}.npz", "rb") as handle:
+                stored = np.load(io.BytesIO(handle.read()))
+                self._ranks[rank] = (stored["offsets"], stored["shingles"])
+        offsets, flat = self._ranks[rank]
+        return flat[offsets[doc] : offsets[doc + 1]]
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sorted, unique shingle arrays."""
+    if not len(a) or not len(b):
+        return 0.0
+    common = np.count_nonzero(np.isin(a, b, assume_unique=True))
+    return common / (len(a) + len(b) - common)
+
+
+def candidate_groups(pairs: np.ndarray) -> list[list[tuple[int, int]]]:
+    """The groups of documents that share one band signature. datatrove's bucket stage writes a group of ``k`` as the
+    ``k - 1`` pairs between neighbours in sorted order, so a group continues while a pair starts where the one before
+    ended."""
+    groups: list[list[tuple[int, int]]] = []
+    previous = None
+    for f1, d1, f2, d2 in pairs.tolist():
+        if previous != (f1, d1):
+            groups.append([(f1, d1)])
+        groups[-1].append((f2, d2))
+        previous = (f2, d2)
+    return groups
+
+
+class ConfirmCandidates(PipelineStep):
+    """Keeps a MinHash candidate pair only when its documents' exact Jaccard similarity of character n-grams reaches
+    ``threshold``: LSH band collisions are candidates, not duplicates (with 20 bands of 5 rows a pair at Jaccard 0.3
+    collides in some band with probability ~5%, so a document with hundreds of such neighbours would be removed).
+
+    Reads the bucket stage's ``.dups`` files and writes the confirmed pairs, in the same format and under the same
+    names, for datatrove's cluster stage; clusters are then built from confirmed edges only. Within a group of
+    documents sharing a band signature each document is compared with the group's leaders (the documents that matched
+    no earlier leader), so a false collision in the middle of a chain does not split a true pair. Written by hand:
+    datatrove's MinHash stages do not verify candidates."""
+
+    type = "🫂 - DEDUP"
+    name = "🎯 confirm candidates"
+
+    def __init__(
+        self,
+        buckets_folder: DataFolderLike,
+        shingles_folder: DataFolderLike,
+        output_folder: DataFolderLike,
+        threshold: float = 0.5,
+    ):
+        super().__init__()
+        self.input_folder = get_datafolder(buckets_folder)
+        self.shingles_folder = shingles_folder
+        self.output_folder = get_datafolder(output_folder)
+        self.threshold = threshold
+
+    def _confirm(self, group: list[tuple[int, int]], store: ShingleStore) -> list[tuple[int, int, int, int]]:
+        leaders: list[tuple[tuple[int, int], np.ndarray]] = []
+        edges = []
+        for member in group:
+            shingles = store.get(*member)
+            for leader, leader_shingles in leaders:
+                self.stat_update("comparisons")
+                if jaccard(shingles, leader_shingles) >= self.threshold:
+                    edges.append((*leader, *member))
+                    break
+            else:
+                leaders.append((member, shingles))
+        return edges
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        store = ShingleStore(self.shingles_folder)
+        with self.track_time():
+            for name in sorted(self.input_folder.list_files(glob_pattern="*.dups"))[rank::world_size]:
+                with self.input_folder.open(name, "rb") as handle:
+                    pairs = np.frombuffer(handle.read(), dtype=PAIR)
+                edges = [e for group in candidate_groups(pairs) for e in self._confirm(group, store)]
+                with self.output_folder.open(name, "wb") as out:
+                    out.write(np.asarray(edges, dtype=np.uint32).reshape(-1, 4).astype("<u4").tobytes())
+                self.stat_update("candidate_pairs", value=len(pairs))
+                self.stat_update("confirmed_pairs", value=len(edges))
+        if data:
+            yield from data
 
 
 class RankFileReader(JsonlReader):

@@ -26,7 +26,7 @@ from collections import Counter
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from redwhale.tokenizer.scripts import Script, get_script
+from redwhale.core.scripts import Script, get_script
 
 _RUN = re.compile(r"(.)\1{4,}")  # a character repeated five times or more
 # a line that ends a sentence: terminal punctuation, or a Korean predicate ending, before closing quotes/brackets/emoji
@@ -60,7 +60,7 @@ class ScriptFilter(BaseFilter):
             try:
                 import fasttext
             except ImportError:
-                from redwhale.errors import RedwhaleError
+                from redwhale.core.errors import RedwhaleError
 
                 raise RedwhaleError("prepare.lid_model needs the fasttext package: pip install fasttext") from None
             self._lid = fasttext.load_model(self.lid_model_path)

@@ -17,17 +17,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import orjson
 from datatrove.data import Document
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
 
-from redwhale.errors import DataError
-
-if TYPE_CHECKING:
-    from redwhale.config.schema import CorpusInput
+from redwhale.config.schema import CorpusInput
+from redwhale.core.errors import DataError
+from redwhale.corpus.bundled import konlpy_corpus_dir, python_docs_english
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +135,34 @@ def make_reader(spec: CorpusInput, report: ReadReport | None = None, text_unit: 
     if report is not None:
         reader.report = report
     return reader
+
+
+def check_inputs(inputs: Iterable[CorpusInput]) -> None:
+    """Each input exists and holds something, checked before any work starts (a one-line error otherwise)."""
+    for spec in inputs:
+        if spec.path.startswith("bundled:") or "://" in spec.path:
+            continue
+        if spec.format == "hf":
+            _check_hf_dataset(spec)
+            continue
+        path = Path(spec.path).expanduser()
+        files = [str(path)] if path.is_file() else _expand(spec.path)
+        if not files:
+            raise DataError(f"corpus input not found: {spec.path}")
+        if all(Path(f).stat().st_size == 0 for f in files):
+            raise DataError(f"corpus input is empty: {spec.path} ({len(files)} file{'s' if len(files) > 1 else ''})")
+
+
+def _check_hf_dataset(spec: CorpusInput) -> None:
+    import datasets  # only for Hugging Face dataset inputs
+
+    try:
+        datasets.load_dataset_builder(spec.path)
+    except Exception as exc:  # datasets raises many kinds: DatasetNotFoundError, ConnectionError, FileNotFoundError
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(
+            f"cannot open the Hugging Face dataset {spec.path!r} (offline, or no such dataset): {first}"
+        ) from None
 
 
 def iter_documents(
@@ -261,8 +288,6 @@ class ListReader(BaseReader):
 
 
 def _bundled_reader(spec: CorpusInput, text_unit: TextUnit):
-    from redwhale.corpus.bundled import konlpy_corpus_dir, python_docs_english
-
     if spec.path == "bundled:konlpy":
         return TextReader(str(konlpy_corpus_dir()), glob_pattern="**/*.txt", limit=spec.limit or -1, unit=text_unit)
     if spec.path == "bundled:python-docs":

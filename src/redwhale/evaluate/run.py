@@ -1,30 +1,27 @@
-"""``redwhale eval``: KoBEST, Korean and English bits per byte, and tokenizer efficiency, in one ``results.json``;
-``redwhale eval compare``: two results side by side, with the change per metric."""
+"""``redwhale eval``: benchmark tasks, Korean and English bits per byte, tokenizer efficiency and greedy generations
+in one ``results.json``; base and adapted side by side (``redwhale eval compare``)."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
+import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from redwhale.errors import DataError
-from redwhale.evaluate.bpb import bits_per_byte
-from redwhale.rundir import atomic_write_json, atomic_write_text
+import torch
+
+from redwhale.config.schema import EvalSection
+from redwhale.core.bpb import bits_per_byte
+from redwhale.core.environment import versions
+from redwhale.core.errors import DataError
+from redwhale.core.io import atomic_write_json, atomic_write_text
+from redwhale.core.progress import ProgressFactory, no_file_progress
+from redwhale.core.source import LoadOptions, load_model, load_tokenizer
+from redwhale.evaluate.benchmarks import run_benchmarks
 
 log = logging.getLogger(__name__)
-
-
-def versions() -> dict[str, str]:
-    out = {}
-    for package in ("redwhale", "torch", "transformers", "tokenizers", "lm_eval", "peft", "accelerate"):
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            out[package] = "not installed"
-    return out
 
 
 def _digest(texts: list[str]) -> str:
@@ -46,6 +43,7 @@ def tokenizer_efficiency(tokenizer, texts: list[str], base_tokenizer=None) -> di
             "tokens": tokens,
             "chars_per_token": chars / tokens,
             "bytes_per_token": data / tokens,
+            "tokens_per_1000_chars": 1000 * tokens / chars,
             "vocab_size": len(tok),
         }
 
@@ -56,78 +54,136 @@ def tokenizer_efficiency(tokenizer, texts: list[str], base_tokenizer=None) -> di
     return result
 
 
+@torch.no_grad()
+def generations(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[dict[str, str]]:
+    """Greedy continuations of ``prompts`` (a light repetition penalty, so that small models do not loop)."""
+    device = next(model.parameters()).device
+    out = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
+        generated = model.generate(
+            ids,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            repetition_penalty=1.1,
+        )
+        out.append(
+            {"prompt": prompt, "output": tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True)}
+        )
+    return out
+
+
+def _bpb(model, tokenizer, name: str, texts: list[str], section: EvalSection, progress, results: dict) -> None:
+    score = bits_per_byte(model, tokenizer, texts, window=section.window, progress=progress, what=f"{name} bits/byte")
+    results[f"{name}_bpb"] = score.bits_per_byte
+    results["data"][f"{name}_text"] = {
+        "documents": len(texts),
+        "bytes": score.bytes,
+        "tokens": score.tokens,
+        "sha256": _digest(texts),
+    }
+    log.info("%s bits per byte: %.4f", name, score.bits_per_byte)
+
+
 def evaluate(
     model_spec: str,
     out: Path,
-    *,
-    korean: list[str] | None = None,
-    english: list[str] | None = None,
-    kobest: bool = True,
-    kobest_data: Path | None = None,
-    tasks: list[str] | None = None,
-    shots: list[int] | None = None,
-    split: str = "test",
-    limit: int | None = None,
-    batch_size: int = 16,
+    korean: list[str],
+    english: list[str],
+    section: EvalSection,
+    benchmarks: bool = False,
     base_tokenizer: str | None = None,
-    window: int = 1024,
-    cache_dir: str | Path | None = None,
-    extra: dict[str, Any] | None = None,
+    load: LoadOptions | None = None,
+    progress: ProgressFactory = no_file_progress,
+    label: str = "model",
 ) -> dict[str, Any]:
-    """Evaluate one model and write ``out`` (JSON). Every part is optional except that something must be asked."""
-    import torch
-
-    from redwhale.evaluate.kobest import TASKS, evaluate_kobest
-    from redwhale.models.source import load_model, load_tokenizer
-
-    if not (korean or english or kobest):
-        raise DataError("nothing to evaluate: give Korean or English text, or KoBEST")
+    """Evaluate one model and write ``out`` (JSON)."""
+    if not (korean or english or benchmarks):
+        raise DataError("nothing to evaluate: give Korean or English text, or benchmark tasks")
+    load = load or LoadOptions()
     started = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(model_spec, dtype="auto", device=device, cache_dir=cache_dir)
-    tokenizer = load_tokenizer(model_spec, cache_dir=cache_dir)
+    model = load_model(model_spec, **load.model_kwargs(device=device))
+    tokenizer = load_tokenizer(model_spec, **load.tokenizer_kwargs())
     model.eval()
     results: dict[str, Any] = {
-        "model": model_spec,
+        "label": label,
+        "model": str(model_spec),
         "device": device,
         "dtype": str(model.dtype).replace("torch.", ""),
         "versions": versions(),
         "data": {},
-        **(extra or {}),
     }
     for name, texts in (("korean", korean), ("english", english)):
         if texts:
-            score = bits_per_byte(model, tokenizer, texts, window=window)
-            results[f"{name}_bpb"] = score.bits_per_byte
-            results["data"][f"{name}_text"] = {
-                "documents": len(texts),
-                "bytes": score.bytes,
-                "tokens": score.tokens,
-                "sha256": _digest(texts),
-            }
-            log.info("%s bits per byte: %.4f", name, score.bits_per_byte)
+            _bpb(model, tokenizer, name, texts, section, progress, results)
     if korean:
-        base = load_tokenizer(base_tokenizer, cache_dir=cache_dir) if base_tokenizer else None
+        base = load_tokenizer(base_tokenizer, **load.tokenizer_kwargs()) if base_tokenizer else None
         results["tokenizer"] = tokenizer_efficiency(tokenizer, korean, base)
-    if kobest:
-        task_list = tasks or list(TASKS)
-        kobest_started = time.perf_counter()
-        results["kobest"] = evaluate_kobest(
-            model, tokenizer, task_list, shots or [0], kobest_data, split, limit, batch_size
-        )
-        results["data"]["kobest"] = {
-            "source": str(kobest_data) if kobest_data else "hub: skt/kobest_v1",
-            "split": split,
-            "limit": limit,
+    if benchmarks:
+        started_tasks = time.perf_counter()
+        with progress(f"{label}: benchmarks", total=len(section.tasks), unit="task"):
+            results["benchmarks"] = run_benchmarks(
+                model,
+                tokenizer,
+                section.tasks,
+                section.data,
+                section.split,
+                section.shots,
+                section.limit,
+                section.batch_size,
+            )
+        results["data"]["benchmarks"] = {
+            "source": str(section.data or "Hub"),
+            "split": section.split,
+            "limit": section.limit,
         }
-        results["kobest_seconds"] = round(time.perf_counter() - kobest_started, 1)
+        results["benchmark_seconds"] = round(time.perf_counter() - started_tasks, 1)
+    prompts = [*section.korean_prompts, *section.english_prompts]
+    results["generations"] = generations(model, tokenizer, prompts, section.max_new_tokens) if prompts else []
     results["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out, results)
     return results
 
 
+def evaluate_pair(
+    base_spec: str,
+    adapted: Path,
+    korean: list[str],
+    english: list[str],
+    section: EvalSection,
+    benchmarks: dict[str, Any],
+    base_json: Path,
+    adapted_json: Path,
+    compare_md: Path,
+    load: LoadOptions | None = None,
+    progress: ProgressFactory = no_file_progress,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Base and adapted model on the same text and tasks; writes both results and their comparison."""
+    run = bool(benchmarks["run"])
+    base = evaluate(base_spec, base_json, korean, english, section, run, load=load, progress=progress, label="base")
+    adapted_results = evaluate(
+        str(adapted),
+        adapted_json,
+        korean,
+        english,
+        section,
+        run,
+        base_tokenizer=base_spec,
+        load=load,
+        progress=progress,
+        label="adapted",
+    )
+    for results, path in ((base, base_json), (adapted_results, adapted_json)):
+        results["benchmarks_decision"] = benchmarks
+        atomic_write_json(path, results)
+    atomic_write_text(compare_md, compare(base, adapted_results))
+    return base, adapted_results
+
+
 def flatten(results: dict[str, Any]) -> dict[str, float]:
-    """Every number of a results file as ``metric -> value`` (KoBEST as ``kobest/<shots>-shot/<task>/<metric>``)."""
+    """Every number of a results file as ``metric -> value`` (benchmarks as ``<task>/<k>-shot/<metric>``)."""
     flat: dict[str, float] = {}
     for key in ("korean_bpb", "english_bpb"):
         if key in results:
@@ -135,11 +191,11 @@ def flatten(results: dict[str, Any]) -> dict[str, float]:
     tok = results.get("tokenizer", {}).get("model")
     if tok:
         flat["korean_chars_per_token"] = tok["chars_per_token"]
-    for shots, by_task in results.get("kobest", {}).items():
+    for shots, by_task in results.get("benchmarks", {}).items():
         for task, metrics in by_task.items():
-            for metric in ("acc", "acc_norm", "f1"):
-                if metric in metrics:
-                    flat[f"kobest/{shots}-shot/{task}/{metric}"] = metrics[metric]
+            for metric, value in metrics.items():
+                if metric != "examples":
+                    flat[f"{task}/{shots}/{metric}"] = value
     return flat
 
 
@@ -153,7 +209,7 @@ def compare(base: dict[str, Any], adapted: dict[str, Any]) -> str:
         f"| metric | {base.get('label', 'base')} | {adapted.get('label', 'adapted')} | change | better |",
         "|---|---:|---:|---:|:---:|",
     ]
-    for key in sorted(set(a) | set(b), key=lambda k: (k.startswith("kobest"), k)):
+    for key in sorted(set(a) | set(b), key=lambda k: ("/" in k, k)):
         left, right = a.get(key), b.get(key)
         if left is None or right is None:
             lines.append(f"| {key} | {_fmt(left)} | {_fmt(right)} | | |")
@@ -173,8 +229,6 @@ def _fmt(value: float | None) -> str:
 
 
 def compare_files(base: Path, adapted: Path, out: Path | None = None) -> str:
-    import json
-
     table = compare(json.loads(base.read_text(encoding="utf-8")), json.loads(adapted.read_text(encoding="utf-8")))
     if out is not None:
         atomic_write_text(out, table)

@@ -10,70 +10,52 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from redwhale.evaluate.bpb import bits_per_byte
-from redwhale.models.extend import calibration_data, extend, is_tied, save_extended
-from redwhale.rundir import atomic_write_json, atomic_write_text
+from redwhale.core.bpb import bits_per_byte
+from redwhale.core.io import atomic_write_json, atomic_write_text
+from redwhale.core.progress import ProgressFactory, no_file_progress
+from redwhale.models.extend import extend, is_tied, save_extended
+from redwhale.models.init import METHODS
 
 log = logging.getLogger(__name__)
 
 
 def compare_init(
-    base_spec: str,
-    tokenizer_dir: str | Path,
+    base,
+    base_tokenizer,
+    merged,
     methods: Sequence[str],
     korean: Sequence[str],
     english: Sequence[str],
     out: Path,
-    calibration_texts: Iterable[str] = (),
-    calibration_chars: int = 30_000,
+    calibration: tuple[list[str], Any] = ([], None),
     seed: int = 0,
     window: int = 1024,
-    cache_dir: str | Path | None = None,
-    save_method: str | None = None,
-    save_dir: Path | None = None,
+    keep: tuple[str, Path] | None = None,
+    progress: ProgressFactory = no_file_progress,
 ) -> dict[str, Any]:
-    """Measure each init method; return and write the table. The model of ``save_method`` is also saved to
-    ``save_dir`` (as ``redwhale model extend`` would), so a run does not initialise it twice."""
-    from transformers import AutoTokenizer
-
-    from redwhale.models.source import load_model, load_tokenizer
-
-    base = load_model(base_spec, dtype="float32", cache_dir=cache_dir)
-    base_tokenizer = load_tokenizer(base_spec, cache_dir=cache_dir)
-    merged = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    """Extend a copy of ``base`` with each init method and score it; write and return the table. ``calibration`` is
+    the (sample, token counts) of :func:`calibration_data`; the model of method ``keep[0]`` is also saved to
+    ``keep[1]`` (as ``redwhale model extend`` would), so a run does not initialise it twice."""
     started = time.perf_counter()
-    rows: dict[str, Any] = {"base": _score(base, base_tokenizer, korean, english, window)}
-    log.info("base: Korean %.4f, English %.4f bits/byte", rows["base"]["korean_bpb"], rows["base"]["english_bpb"])
-    sample, counts = ([], None)
-    if "calibrated" in methods:
-        sample, counts = calibration_data(merged, calibration_texts, calibration_chars, seed)
-    for method in methods:
-        if method == "eeve" and is_tied(base):
-            rows[method] = {"skipped": "eeve needs an untied LM head"}
-            continue
-        model = copy.deepcopy(base)
-        report = extend(model, base_tokenizer, merged, method, calibration_texts=sample, counts=counts, seed=seed)
-        rows[method] = _score(model, merged, korean, english, window)
-        if "calibration" in report:
-            rows[method]["calibration"] = report["calibration"]
-        if method == save_method and save_dir is not None:
-            report.update(base=base_spec, tokenizer=str(tokenizer_dir))
-            save_extended(model, merged, Path(save_dir), report)
-        log.info(
-            "%s: Korean %.4f, English %.4f bits/byte", method, rows[method]["korean_bpb"], rows[method]["english_bpb"]
-        )
-        del model
+    with progress("init comparison", total=len(methods) + 1, unit="model") as bar:
+        rows: dict[str, Any] = {"base": _score(base, base_tokenizer, korean, english, window)}
+        bar.update(1, method="base")
+        for method in methods:
+            rows[method] = _one_method(base, base_tokenizer, merged, method, korean, english, calibration, seed, window)
+            if keep is not None and method == keep[0] and "report" in rows[method]:
+                save_extended(rows[method].pop("model"), merged, keep[1], rows[method]["report"])
+            rows[method].pop("model", None)
+            rows[method].pop("report", None)
+            bar.update(1, method=method)
     for row in rows.values():
         if "korean_bpb" in row:
             row["korean_vs_base"] = row["korean_bpb"] / rows["base"]["korean_bpb"]
             row["english_vs_base"] = row["english_bpb"] / rows["base"]["english_bpb"]
     result = {
-        "base": base_spec,
-        "tokenizer": str(tokenizer_dir),
         "tied": is_tied(base),
         "rows": rows,
         "korean_texts": len(korean),
@@ -86,6 +68,20 @@ def compare_init(
     atomic_write_json(out / "compare_init.json", result)
     atomic_write_text(out / "compare_init.md", compare_markdown(result))
     return result
+
+
+def _one_method(base, base_tokenizer, merged, method, korean, english, calibration, seed, window) -> dict[str, Any]:
+    if METHODS[method].needs_untied_head and is_tied(base):
+        return {"skipped": f"{method} needs an untied LM head"}
+    model = copy.deepcopy(base)
+    report = extend(
+        model, base_tokenizer, merged, method, calibration_texts=calibration[0], counts=calibration[1], seed=seed
+    )
+    row = _score(model, merged, korean, english, window)
+    if "calibration" in report:
+        row["calibration"] = report["calibration"]
+    log.info("%s: Korean %.4f, English %.4f bits/byte", method, row["korean_bpb"], row["english_bpb"])
+    return {**row, "model": model, "report": report}
 
 
 def _score(model, tokenizer, korean: Sequence[str], english: Sequence[str], window: int) -> dict[str, Any]:
@@ -103,7 +99,7 @@ def _score(model, tokenizer, korean: Sequence[str], english: Sequence[str], wind
 
 def compare_markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"# Initialisation of new tokens, before any training ({result['base']})",
+        "# Initialisation of new tokens, before any training",
         "",
         f"Held-out Korean: {result['korean_texts']} documents, {result['korean_bytes']:,} bytes; English: "
         f"{result['english_texts']} documents, {result['english_bytes']:,} bytes. Head: "

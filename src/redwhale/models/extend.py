@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from redwhale.errors import RedwhaleError, TokenizerError
-from redwhale.models.init import calibrate, decompose, initial_rows
-from redwhale.rundir import atomic_dir, atomic_write_json
+from redwhale.core.errors import RedwhaleError, TokenizerError
+from redwhale.core.io import atomic_dir, atomic_write_json
+from redwhale.models.init import METHODS, calibrate, decompose, initial_rows
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def extend(
         "reserved_tokens": sum(t is None for t in tokens),
         "mean_pieces": sum(len(p) for p in pieces if p) / max(sum(1 for p in pieces if p), 1),
     }
-    if method == "calibrated":
+    if METHODS[method].calibrated:
         if counts is None:
             counts = count_tokens(merged_tokenizer, list(calibration_texts))
         report["calibration"] = calibrate(
@@ -171,33 +171,3 @@ def calibration_data(
         sample.append(text[:2000])
         chars += len(sample[-1])
     return sample, counts
-
-
-def extend_command(
-    base_spec: str,
-    tokenizer_dir: str | Path,
-    method: str,
-    out: str | Path,
-    calibration_texts: Iterable[str] = (),
-    sample_chars: int = 30_000,
-    seed: int = 0,
-    dtype: str = "float32",
-    cache_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Load the base model and both tokenizers, extend, and save to ``out``. ``calibration_texts`` is training text
-    of the new language (all of it is counted; a sample of ``sample_chars`` characters calibrates)."""
-    from transformers import AutoTokenizer
-
-    from redwhale.models.source import load_model, load_tokenizer
-
-    model = load_model(base_spec, dtype=dtype, cache_dir=cache_dir)
-    base_tokenizer = load_tokenizer(base_spec, cache_dir=cache_dir)
-    merged = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    sample, counts = ([], None)
-    if method == "calibrated":
-        sample, counts = calibration_data(merged, calibration_texts, sample_chars, seed)
-    report = extend(model, base_tokenizer, merged, method, calibration_texts=sample, counts=counts, seed=seed)
-    report.update(base=base_spec, tokenizer=str(tokenizer_dir))
-    save_extended(model, merged, Path(out), report)
-    log.info("extended %s to %d tokens (%s) in %.1f s", base_spec, report["merged_vocab"], method, report["seconds"])
-    return report

@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from redwhale.models.source import load_tokenizer, materialize, resolve
+from redwhale.core.source import load_tokenizer, materialize, resolve
 
 
 def count_safetensors_params(folder: Path) -> int | None:

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from redwhale.config.schema import INIT_METHODS as METHODS
-from redwhale.errors import RedwhaleError
+from redwhale.core.bpb import document_windows
+from redwhale.core.errors import RedwhaleError
 
 log = logging.getLogger(__name__)
 RIDGE = 1.0  # lambda above, relative to the mean variance of the hidden dimensions
@@ -75,6 +75,61 @@ def _combine(matrix: torch.Tensor, pieces: list[list[int]], weights: str) -> tor
     return rows
 
 
+@dataclass(frozen=True)
+class InitMethod:
+    """An initialisation method: ``rows(embed, head, pieces, std, generator)`` returns the new input rows and (for an
+    untied head) the new output rows; ``calibrated`` methods are followed by :func:`calibrate`."""
+
+    name: str
+    rows: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+    needs_untied_head: bool = False
+    calibrated: bool = False
+
+
+#: Every init method by name. To add one, write its rows function below with ``@register``.
+METHODS: dict[str, InitMethod] = {}
+
+
+def register(name: str, needs_untied_head: bool = False, calibrated: bool = False):
+    def add(rows: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]):
+        METHODS[name] = InitMethod(name, rows, needs_untied_head, calibrated)
+        return rows
+
+    return add
+
+
+@register("random")
+def _random(embed, head, pieces, std, generator):
+    n = len(pieces)
+    new_in = torch.randn((n, embed.shape[1]), generator=generator) * std
+    return new_in, None if head is None else torch.randn((n, head.shape[1]), generator=generator) * std
+
+
+@register("mean")
+def _mean(embed, head, pieces, std, generator):
+    n = len(pieces)
+    new_in = embed.float().mean(0).expand(n, -1).clone()
+    return new_in, None if head is None else head.float().mean(0).expand(n, -1).clone()
+
+
+@register("decomposition")
+def _decomposition(embed, head, pieces, std, generator):
+    return _combine(embed, pieces, "mean"), None if head is None else _combine(head, pieces, "mean")
+
+
+@register("weighted")
+def _weighted(embed, head, pieces, std, generator):
+    return _combine(embed, pieces, "position"), None if head is None else _combine(head, pieces, "position")
+
+
+@register("eeve", needs_untied_head=True)
+def _eeve(embed, head, pieces, std, generator):
+    return _combine(embed, pieces, "mean"), _combine(head, pieces, "first")
+
+
+register("calibrated", calibrated=True)(_decomposition)
+
+
 def initial_rows(
     method: str,
     embed: torch.Tensor,
@@ -86,21 +141,9 @@ def initial_rows(
     """New input rows and (untied heads) new output rows, before any calibration."""
     if method not in METHODS:
         raise RedwhaleError(f"unknown init method {method!r}; choose from {', '.join(METHODS)}")
-    n = len(pieces)
-    if method == "random":
-        new_in = torch.randn((n, embed.shape[1]), generator=generator) * std
-        new_out = None if head is None else torch.randn((n, head.shape[1]), generator=generator) * std
-        return new_in, new_out
-    if method == "mean":
-        new_in = embed.float().mean(0).expand(n, -1).clone()
-        return new_in, None if head is None else head.float().mean(0).expand(n, -1).clone()
-    if method == "eeve" and head is None:
-        raise RedwhaleError("eeve sets the output row from the first piece, which needs an untied LM head")
-    weights = "position" if method == "weighted" else "mean"
-    new_in = _combine(embed, pieces, weights)
-    if head is None:
-        return new_in, None
-    return new_in, _combine(head, pieces, "first" if method == "eeve" else weights)
+    if METHODS[method].needs_untied_head and head is None:
+        raise RedwhaleError(f"{method} sets the output row from the first piece, which needs an untied LM head")
+    return METHODS[method].rows(embed, head, pieces, std, generator)
 
 
 @dataclass
@@ -206,7 +249,6 @@ def calibrate(
     max_positions: int = 16384,
 ) -> Calibration:
     """Fit and apply the logit offsets of the new tokens (see ``calibrated`` in the module doc), in place."""
-    from redwhale.evaluate.bpb import document_windows
 
     if not texts:
         raise RedwhaleError("calibrated init needs calibration text (training text of the new language)")

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from redwhale.core.scripts import Script
 from redwhale.tokenizer.base import token_bytes
 from redwhale.tokenizer.samples import NON_TARGET, ROUND_TRIP
-from redwhale.tokenizer.scripts import Script
 
 MAX_EXAMPLES = 5
 SP_CONTEXTS = ("", "1", "a", ".", "(", "ㄱ")

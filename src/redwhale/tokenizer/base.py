@@ -18,7 +18,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from redwhale.errors import TokenizerError
+from redwhale.core.errors import TokenizerError
+from redwhale.core.source import LoadOptions, load_tokenizer
 
 Kind = Literal["bytelevel", "sentencepiece"]
 SPACE_MARK = "▁"
@@ -122,11 +123,9 @@ def detect_kind(data: dict[str, Any]) -> Kind:
     )
 
 
-def load_base(spec: str, cache_dir: str | Path | None = None) -> tuple[Any, BaseTokenizer]:
+def load_base(spec: str, load: LoadOptions | None = None) -> tuple[Any, BaseTokenizer]:
     """The base's Hugging Face tokenizer and its merge view, from a model spec or a tokenizer folder."""
-    from redwhale.models.source import load_tokenizer
-
-    hf = load_tokenizer(spec, cache_dir=cache_dir)
+    hf = load_tokenizer(spec, **(load or LoadOptions()).tokenizer_kwargs())
     backend = getattr(hf, "backend_tokenizer", None) or getattr(hf, "_tokenizer", None)
     if backend is None:
         raise TokenizerError(f"{spec}: the tokenizer has no fast (tokenizers) backend to merge into")

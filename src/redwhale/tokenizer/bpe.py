@@ -25,8 +25,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from redwhale.core.scripts import Script
 from redwhale.tokenizer.base import token_bytes
-from redwhale.tokenizer.scripts import Script
 
 MAX_STEPS = 64
 

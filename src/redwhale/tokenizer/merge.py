@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redwhale.errors import TokenizerError
-from redwhale.rundir import atomic_dir, atomic_write_json
+from redwhale.core.errors import TokenizerError
+from redwhale.core.io import atomic_dir, atomic_write_json
+from redwhale.core.scripts import Script, get_script
+from redwhale.core.source import LoadOptions
+from redwhale.tokenizer.audit import audit
 from redwhale.tokenizer.base import BaseTokenizer, detect_kind, load_base
 from redwhale.tokenizer.bpe import MergePlan, plan_bytelevel
-from redwhale.tokenizer.scripts import Script, get_script
 from redwhale.tokenizer.sp import PiecePlan, merges_for, new_scores, plan_sentencepiece
 
 log = logging.getLogger(__name__)
@@ -215,14 +217,12 @@ def merge_tokenizers(
     script_name: str = "hangul",
     pad_to_multiple_of: int | None = None,
     size: int | None = None,
-    cache_dir: str | Path | None = None,
+    load: LoadOptions | None = None,
     audit_texts: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Merge the tokenizer in ``new_dir`` (or its first ``size`` tokens) into the base; write and audit the result."""
-    from redwhale.tokenizer.audit import audit
-
     script = get_script(script_name)
-    base_hf, base = load_base(base_spec, cache_dir)
+    base_hf, base = load_base(base_spec, load)
     new = NewTokenizer.load(new_dir)
     merge_plan = plan(base, new, script, new.candidates_for_size(size) if size else None)
     merged = build(base, merge_plan, None, pad_to_multiple_of)

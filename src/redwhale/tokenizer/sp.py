@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from redwhale.tokenizer.scripts import Script
+from redwhale.core.scripts import Script
 
 MAX_STEPS = 64
 

@@ -21,18 +21,28 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from redwhale.corpus.split import split_of
-from redwhale.errors import DataError, TokenizerError
-from redwhale.rundir import atomic_write_json, atomic_write_text
+import matplotlib
+import numpy as np
+from tokenizers import Tokenizer
+
+from redwhale.config.schema import TokenizerSection
+from redwhale.core.errors import DataError, TokenizerError
+from redwhale.core.io import atomic_write_json, atomic_write_text
+from redwhale.core.progress import ProgressFactory, no_file_progress
+from redwhale.core.scripts import Script, get_script
+from redwhale.core.source import LoadOptions
+from redwhale.core.text import split_of
 from redwhale.tokenizer.base import load_base
 from redwhale.tokenizer.merge import NewTokenizer, build, plan
-from redwhale.tokenizer.scripts import Script, get_script
-from redwhale.tokenizer.train import TrainOn, train_new
+from redwhale.tokenizer.train import train_new
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 (after choosing the non-interactive backend)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,7 @@ class SweepRow:
     standalone_tokens: int
     merged_vs_standalone: float
     merged_vs_standalone_script_words: float
+    new_token_frequency: dict[str, float]
 
 
 class HeldOut:
@@ -72,8 +83,6 @@ class HeldOut:
 
 def _standalone_prefix(new: NewTokenizer, size: int):
     """The standalone tokenizer cut to its first ``size`` tokens (a BPE's smaller sizes are prefixes)."""
-    from tokenizers import Tokenizer
-
     data = json.loads(json.dumps(new.data))
     vocab = data["model"]["vocab"]
     keep = new.candidates_for_size(size)
@@ -125,31 +134,74 @@ def knee(rows: list[SweepRow]) -> int:
     return best
 
 
+def _occurrences(backend, heldout: list[str], base_size: int, merged_size: int) -> dict[str, float]:
+    """How often new tokens occur per token of held-out text: quantiles over the new tokens (unseen ones count 0)."""
+    counts = np.zeros(merged_size, dtype=np.int64)
+    total = 0
+    for encoding in backend.encode_batch(heldout, add_special_tokens=False):
+        ids = np.asarray(encoding.ids, dtype=np.int64)
+        total += len(ids)
+        counts += np.bincount(ids, minlength=merged_size)[:merged_size]
+    per_token = np.sort(counts[base_size:]) / max(total, 1)
+    return {f"q{round(q * 100):02d}": float(np.quantile(per_token, q)) for q in QUANTILES} if len(per_token) else {}
+
+
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def _measure(base, full_plan, new, size: int, heldout: list[str], words: list[str], base_tokens: int, chars: int):
+    """One row of the sweep, or None when ``size`` adds no token (a size at or below what the base has)."""
+    merged = build(base, full_plan, new.candidates_for_size(size))
+    if not merged.added:
+        return None
+    backend = merged.backend()
+    standalone = _standalone_prefix(new, size)
+    merged_tokens = _count(backend, heldout)
+    standalone_tokens = _count(standalone, heldout)
+    return SweepRow(
+        size=size,
+        added_tokens=len(merged.added),
+        merged_vocab=merged.size,
+        rec=merged.size / merged.base_size,
+        ric=merged_tokens / base_tokens,
+        chars_per_token=chars / merged_tokens,
+        merged_tokens=merged_tokens,
+        standalone_tokens=standalone_tokens,
+        merged_vs_standalone=merged_tokens / standalone_tokens,
+        merged_vs_standalone_script_words=_count(backend, words) / max(_count(standalone, words), 1),
+        new_token_frequency=_occurrences(backend, heldout, merged.base_size, merged.base_size + len(merged.added)),
+    )
+
+
 def sweep(
     base_spec: str,
     texts: Iterable[str],
-    sizes: list[int],
+    section: TokenizerSection,
+    script_name: str,
     out: Path,
-    script_name: str = "hangul",
     seed: int = 0,
-    heldout_fraction: float = 0.05,
-    heldout_max_chars: int = 2_000_000,
-    train_on: TrainOn = "script_words",
-    min_frequency: int = 2,
-    cache_dir: str | Path | None = None,
     heldout_texts: list[str] | None = None,
+    heldout_fraction: float = 0.05,
+    extra_sizes: Sequence[int] = (),
+    load: LoadOptions | None = None,
+    progress: ProgressFactory = no_file_progress,
 ) -> dict[str, Any]:
-    """Train once at the largest size, measure every size, choose the knee; write ``sweep.json``, ``sweep.md``,
-    ``sweep.png`` and the standalone tokenizer (``new-tokenizer/``) into ``out``."""
-    sizes = sorted(set(sizes))
-    if not sizes:
-        raise TokenizerError("no vocabulary sizes to sweep")
+    """Train once at the largest of ``section.sizes``, measure every size (and ``extra_sizes``), choose the knee
+    among ``section.sizes``; write ``sweep.json``, ``sweep.md``, ``sweep.png`` and the standalone tokenizer
+    (``new-tokenizer/``) into ``out``. Without ``heldout_texts``, ``heldout_fraction`` of ``texts`` is held out."""
+    sizes = sorted(set(section.sizes))
     script = get_script(script_name)
-    base_hf, base = load_base(base_spec, cache_dir)
+    base_hf, base = load_base(base_spec, load)
     started = time.perf_counter()
-    splitter = HeldOut(texts, seed, heldout_fraction if heldout_texts is None else 0.0, script, heldout_max_chars)
-    new = train_new(splitter, base, max(sizes), script, out / "new-tokenizer", train_on, min_frequency)
-    heldout = heldout_texts if heldout_texts is not None else splitter.texts
+    splitter = HeldOut(
+        texts, seed, heldout_fraction if heldout_texts is None else 0.0, script, section.heldout_max_chars
+    )
+    training = _capped(splitter, section.train_chars)
+    measured = sorted(set(sizes) | set(extra_sizes))
+    new = train_new(
+        training, base, max(measured), script, out / "new-tokenizer", section.train_on, section.min_frequency
+    )
+    heldout = _cap_chars(heldout_texts if heldout_texts is not None else splitter.texts, section.heldout_max_chars)
     if not heldout:
         raise DataError(f"no held-out {script.name} text: the corpus is too small for a {heldout_fraction:.0%} split")
     trained = time.perf_counter()
@@ -159,39 +211,23 @@ def sweep(
     words = _script_words(heldout, base_backend.pre_tokenizer, script)
     base_tokens = _count(base_backend, heldout)
     chars = sum(len(t) for t in heldout)
-    rows = []
-    for size in sizes:
-        candidates = new.candidates_for_size(size)
-        merged = build(base, full_plan, candidates)
-        if not merged.added:
-            raise TokenizerError(f"size {size} adds no token: it is not larger than what the base already has")
-        backend = merged.backend()
-        standalone = _standalone_prefix(new, size)
-        merged_tokens = _count(backend, heldout)
-        standalone_tokens = _count(standalone, heldout)
-        rows.append(
-            SweepRow(
-                size=size,
-                added_tokens=len(merged.added),
-                merged_vocab=merged.size,
-                rec=merged.size / merged.base_size,
-                ric=merged_tokens / base_tokens,
-                chars_per_token=chars / merged_tokens,
-                merged_tokens=merged_tokens,
-                standalone_tokens=standalone_tokens,
-                merged_vs_standalone=merged_tokens / standalone_tokens,
-                merged_vs_standalone_script_words=_count(backend, words) / max(_count(standalone, words), 1),
-            )
-        )
-        log.info(
-            "size %6d: +%d tokens, REC %.3f, RIC %.3f, %.2f chars/token",
-            size,
-            rows[-1].added_tokens,
-            rows[-1].rec,
-            rows[-1].ric,
-            rows[-1].chars_per_token,
-        )
-    chosen = knee(rows)
+    rows: list[SweepRow] = []
+    with progress("vocabulary sweep", total=len(measured), unit="size") as bar:
+        for size in measured:
+            row = _measure(base, full_plan, new, size, heldout, words, base_tokens, chars)
+            if row is None and size in sizes:
+                raise TokenizerError(f"size {size} adds no token: it is not larger than what the base already has")
+            if row is not None:
+                rows.append(row)
+                log.debug(
+                    "size %6d: +%d tokens, RIC %.3f, %.2f chars/token",
+                    size,
+                    row.added_tokens,
+                    row.ric,
+                    row.chars_per_token,
+                )
+            bar.update(1, size=size)
+    chosen = knee([r for r in rows if r.size in sizes])
     result = {
         "base": base_spec,
         "kind": base.kind,
@@ -201,8 +237,10 @@ def sweep(
         "heldout_characters": chars,
         "base_tokens": base_tokens,
         "base_chars_per_token": chars / base_tokens,
-        "train_on": train_on,
+        "train_on": section.train_on,
+        "training_characters": training.chars,
         "rows": [asdict(r) for r in rows],
+        "swept_sizes": sizes,
         "chosen_size": chosen,
         "knee_rule": "kneedle on (REC, RIC): farthest point below the chord from the smallest to the largest size",
         "candidate_counts": dict(full_plan.counts),
@@ -216,6 +254,30 @@ def sweep(
     atomic_write_text(out / "sweep.md", sweep_markdown(result))
     plot_sweep(result, out / "sweep.png")
     return result
+
+
+class _capped:
+    """The texts of a stream up to ``limit`` characters in all (all of them when None), counting what it gave."""
+
+    def __init__(self, texts: Iterable[str], limit: int | None):
+        self.texts, self.limit, self.chars = texts, limit, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self.texts:
+            if self.limit is not None and self.chars >= self.limit:
+                return
+            self.chars += len(text)
+            yield text
+
+
+def _cap_chars(texts: list[str], limit: int) -> list[str]:
+    out, chars = [], 0
+    for text in texts:
+        if chars >= limit:
+            break
+        out.append(text)
+        chars += len(text)
+    return out
 
 
 def sweep_markdown(result: dict[str, Any]) -> str:
@@ -240,11 +302,6 @@ def sweep_markdown(result: dict[str, Any]) -> str:
 
 
 def plot_sweep(result: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = result["rows"]
     sizes = [r["size"] for r in rows]
     fig, left = plt.subplots(figsize=(7, 4), dpi=120)

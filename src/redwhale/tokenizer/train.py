@@ -19,9 +19,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from redwhale.errors import DataError, TokenizerError
+from redwhale.core.errors import DataError, TokenizerError
+from redwhale.core.scripts import Script
 from redwhale.tokenizer.base import BaseTokenizer
-from redwhale.tokenizer.scripts import Script
 
 log = logging.getLogger(__name__)
 

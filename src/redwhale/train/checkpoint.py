@@ -3,9 +3,10 @@
 A checkpoint is a folder ``<stage index>-<stage name>-step<step>`` (or ``...-done`` at the end of a stage) holding:
 
 * ``model.safetensors``: every weight of the model (LoRA adapters included in a LoRA stage), shared tensors once;
-* ``optimizer.pt``: the optimizer and scheduler states (loaded with ``torch.load(weights_only=True)``);
+* ``optimizer.pt``: the optimizer state (loaded with ``torch.load(weights_only=True)``); the learning rate is a
+  function of the step, so there is no scheduler state;
 * ``rng.pt``: the CPU and CUDA generator states;
-* ``state.json``: stage index and name, step, tokens consumed, the data stream position, the scheduler step.
+* ``state.json``: stage index and name, step, tokens consumed, the data stream position, the stage's batch layout.
 
 It is written to a temporary folder and renamed, so a kill at any moment leaves either the new checkpoint or none;
 the newest complete one is picked on resume, and older ones beyond ``keep`` are deleted.
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
-from redwhale.rundir import atomic_dir, atomic_write_json
+from redwhale.core.io import atomic_dir, atomic_write_json
 
 PATTERN = re.compile(r"^(?P<stage>\d{2})-(?P<name>.+)-(?P<what>step(?P<step>\d{8})|done)$")
 
@@ -37,6 +38,8 @@ class TrainState:
     stage_done: bool = False
     data: dict[str, int] = field(default_factory=dict)
     total_tokens: int = 0
+    micro_batch_size: int = 0
+    grad_accum: int = 0
 
     @classmethod
     def read(cls, folder: Path) -> TrainState:
@@ -48,14 +51,13 @@ def checkpoint_name(state: TrainState) -> str:
     return f"{state.stage_index:02d}-{state.stage_name}-{what}"
 
 
-def save(folder: Path, model, optimizer, scheduler, state: TrainState, keep: int) -> Path:
-    """Write a checkpoint of ``model`` (unwrapped), ``optimizer`` and ``scheduler`` (None at a stage's end) and
-    ``state``."""
+def save(folder: Path, model, optimizer, state: TrainState, keep: int) -> Path:
+    """Write a checkpoint of ``model`` (unwrapped), ``optimizer`` (None at a stage's end) and ``state``."""
     target = folder / checkpoint_name(state)
     with atomic_dir(target) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         if optimizer is not None:
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+            torch.save({"optimizer": optimizer.state_dict()}, tmp / "optimizer.pt")
         rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -100,10 +102,9 @@ def load_weights(path: Path, model) -> None:
     load_model(model, str(path / "model.safetensors"))
 
 
-def load_optimizer(path: Path, optimizer, scheduler) -> None:
+def load_optimizer(path: Path, optimizer) -> None:
     saved = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
     optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
 
 
 def restore_rng(path: Path) -> None:

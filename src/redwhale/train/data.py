@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from redwhale.errors import DataError
-from redwhale.rundir import atomic_dir, atomic_write_json
+from redwhale.core.errors import DataError
+from redwhale.core.io import atomic_dir, atomic_write_json
 
 DTYPE = np.uint32
 INDEX = "index.json"

@@ -1,13 +1,16 @@
 """The training loop: one loop runs every stage of the schedule, on accelerate.
 
-Read top to bottom: for each stage, choose what trains (:mod:`redwhale.train.select`; a LoRA stage wraps the model
-with peft first), build AdamW and a warmup + cosine schedule, then step: forward, loss, backward over the
-micro-batches, clip, optimizer step, schedule step, log, checkpoint. A LoRA stage ends by merging its adapters into
-the weights. The model after the last stage is saved as a plain Hugging Face folder.
+Read top to bottom: before any weight is loaded, the memory plan of every stage decides its micro-batch
+(``micro_batch_size: auto``) and stops a stage that cannot fit; then for each stage: choose what trains
+(:mod:`redwhale.train.select`; a LoRA stage wraps the model with peft first), cast the weights to the stage's dtypes
+(:mod:`redwhale.train.precision`), build the optimizer (:mod:`redwhale.train.optim`), and step: forward, loss,
+backward over the micro-batches, clip, optimizer step at the learning rate of a warmup + cosine schedule, log,
+checkpoint. A LoRA stage ends by merging its adapters, in float32. The model after the last stage is saved as a
+plain Hugging Face folder in ``model.dtype``.
 
-bf16 autocast on a GPU that supports it (weights and optimizer state stay fp32), fp32 on CPU. ``accelerate launch``
-runs the same loop on several processes (DDP; FSDP and DeepSpeed through accelerate configs): each process reads its
-own share of every step's blocks.
+``accelerate launch`` runs the same loop on several processes (DDP; FSDP and DeepSpeed through accelerate
+configs): each process reads its own share of every step's blocks. Peak memory per stage is measured as allocated
+memory (:mod:`redwhale.core.memory`) and written beside the plan's figure.
 """
 
 from __future__ import annotations
@@ -16,19 +19,30 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from transformers import AutoConfig, AutoModelForCausalLM
 
-from redwhale.config.schema import StageSection, TrainSection
-from redwhale.errors import ConfigError, RedwhaleError, missing_extra
+from redwhale.config.schema import TrainSection
+from redwhale.core.errors import ConfigError, RedwhaleError
+from redwhale.core.io import atomic_dir, atomic_write_json
+from redwhale.core.memory import PeakMemory
+from redwhale.core.progress import PROGRESS_FILE, Progress, format_seconds
 from redwhale.train import checkpoint as ckpt
 from redwhale.train.data import BlockStream, PackedBlocks, StreamState
 from redwhale.train.loss import CausalLMLoss
-from redwhale.train.metrics import MetricsLogger, memory_mb, peak_memory_mb
-from redwhale.train.select import NewRowsStep, apply_row_rules_to_grads, select
+from redwhale.train.metrics import MetricsLogger
+from redwhale.train.optim import OffloadedAdamW, make_optimizer
+from redwhale.train.plan import GIB, batch_layout, plan_config
+from redwhale.train.precision import Precision, apply_dtypes, resolve_precision
+from redwhale.train.select import NewRowsStep, Selection, apply_row_rules_to_grads, select, wrap_lora
 
 log = logging.getLogger(__name__)
 
@@ -46,48 +60,45 @@ def warmup_cosine(total_steps: int, warmup_fraction: float, min_ratio: float):
     return factor
 
 
-def stage_steps(stage: StageSection, cfg: TrainSection, world_size: int) -> tuple[int, int]:
-    """(steps, tokens per step) of a stage: the budget rounded up to whole optimizer steps."""
-    per_step = cfg.micro_batch_size * cfg.grad_accum * cfg.sequence_length * world_size
-    return math.ceil(stage.tokens / per_step), per_step
+def device_memory_gib(device: torch.device) -> float:
+    """What one device offers the plan: the GPU's memory, or on CPU the memory available now."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / GIB
+    import psutil
+
+    return psutil.virtual_memory().available / GIB
 
 
-def use_bf16(cfg: TrainSection) -> bool:
-    if cfg.precision == "fp32":
-        return False
-    available = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if cfg.precision == "bf16" and not available:
-        raise ConfigError("train.precision: bf16 needs a GPU that supports it; use auto or fp32")
-    return available
+def merge_lora(peft_model, dtype: torch.dtype):
+    """Merge every LoRA adapter into its base weight in float32 (one layer at a time), then drop the adapters; the
+    merged weights are stored in ``dtype``."""
+    from peft.tuners.lora import LoraLayer
+
+    with torch.no_grad():
+        for module in peft_model.modules():
+            if isinstance(module, LoraLayer):
+                weight = module.get_base_layer().weight
+                weight.data = weight.data.float()
+                module.merge()
+                weight.data = weight.data.to(dtype)
+    return peft_model.unload()
 
 
-def make_optimizer(groups: list[dict], cfg: TrainSection, device: torch.device):
-    betas = tuple(cfg.betas)
-    if cfg.optimizer == "adamw8bit":
-        if device.type != "cuda":
-            raise ConfigError("train.optimizer: adamw8bit needs CUDA (bitsandbytes); use adamw on CPU")
-        try:
-            import bitsandbytes as bnb
-        except ImportError:
-            raise missing_extra("bitsandbytes", "cuda") from None
-        return bnb.optim.AdamW8bit(groups, betas=betas)
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, betas=betas, fused=fused, foreach=None if fused else True)
+@dataclass
+class StageRun:
+    """What one stage runs with."""
 
-
-def wrap_lora(model, stage: StageSection):
-    from peft import LoraConfig, get_peft_model
-
-    lora = stage.lora
-    config = LoraConfig(
-        r=lora.rank,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        bias="none",
-        target_modules=lora.targets,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, config)
+    index: int
+    model: Any  # the plain or peft model (never a DDP or loss wrapper)
+    wrapped: Any  # what the forward calls: the loss wrapper, prepared by accelerate
+    selection: Selection
+    optimizer: Any
+    schedule: Any
+    total_steps: int
+    per_step: int
+    micro: int
+    accum: int
+    state: ckpt.TrainState
 
 
 class Trainer:
@@ -102,21 +113,23 @@ class Trainer:
         work: Path,
         seed: int = 0,
         run_name: str = "redwhale",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
     ):
-        from accelerate import Accelerator
-        from transformers import AutoModelForCausalLM
-
         self.cfg, self.work, self.seed = cfg, Path(work), seed
-        self.bf16 = use_bf16(cfg)
-        self.accelerator = Accelerator(mixed_precision="bf16" if self.bf16 else "no", cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
         self.device = self.accelerator.device
+        self.precision: Precision = resolve_precision(dtype, cfg, self.device)
         self.model_dir = Path(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        self.base_rows = self._base_rows()
+        self.plans = self._plan()
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=self.precision.frozen, trust_remote_code=trust_remote_code
+        )
         self.model.config.use_cache = False
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.to(self.device)
-        self.base_rows = self._base_rows()
         self.korean = PackedBlocks(korean_data, cfg.sequence_length)
         self.english = PackedBlocks(english_data, cfg.sequence_length) if english_data else None
         if self.english is None and any(s.english_share > 0 for s in cfg.stages):
@@ -137,7 +150,27 @@ class Trainer:
                 f"stages {needs} train new rows only, but {self.model_dir} has no init_report.json "
                 "saying where the new rows start (extend the model with `redwhale model extend`)"
             )
-        return self.model.get_input_embeddings().weight.shape[0]
+        return AutoConfig.from_pretrained(str(self.model_dir)).vocab_size
+
+    def _plan(self) -> list[dict[str, Any]]:
+        """Each stage's memory plan on this device and its batch layout; a stage that cannot fit stops the run here,
+        before any weight is loaded."""
+        config = AutoConfig.from_pretrained(str(self.model_dir))
+        memory = device_memory_gib(self.device)
+        world = self.accelerator.num_processes
+        result = plan_config(config, self.cfg, memory, config.vocab_size - self.base_rows, self.precision, world)
+        stages, full = result["stages"][:-1], result["stages"][-1]
+        for stage, plan in zip(self.cfg.stages, stages, strict=True):
+            plan["full_finetune_gib"] = full["total_gib"]
+            if plan["max_micro_batch"] == 0:
+                where = "the GPU has" if self.device.type == "cuda" else "this machine has available"
+                raise ConfigError(
+                    f"stage {stage.name!r} does not fit: {plan['total_gib']:.2f} GiB planned at micro-batch 1, {where} "
+                    f"{memory:.2f} GiB (try train.gradient_checkpointing, optimizer adamw8bit, trainable_dtype "
+                    "bfloat16 or offload_optimizer)"
+                )
+            plan["layout"] = batch_layout(self.cfg, max(plan["max_micro_batch"], 1), world)
+        return stages
 
     # ------------------------------------------------------------------------------------------------- schedule
     def run(self, resume: bool = False) -> dict[str, Any]:
@@ -173,16 +206,13 @@ class Trainer:
         return json.loads(path.read_text()) if path.is_file() else []
 
     # ---------------------------------------------------------------------------------------------------- stage
-    def _run_stage(
-        self, index: int, stream: BlockStream, previous: ckpt.TrainState, resume_from: Path | None
-    ) -> ckpt.TrainState:
+    def _setup_stage(self, index: int, stream: BlockStream, previous: ckpt.TrainState, resume_from: Path | None):
         cfg, stage, acc = self.cfg, self.cfg.stages[index], self.accelerator
         model = wrap_lora(self.model, stage) if stage.lora is not None else self.model
+        selection = select(model, stage, self.base_rows)
+        apply_dtypes(model, self.precision)
         if resume_from is not None:
             ckpt.load_weights(resume_from, model)
-        selection = select(model, stage, self.base_rows)
-        from accelerate.utils import DistributedType
-
         sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         if selection.row_rules and sharded:
             raise ConfigError(
@@ -193,119 +223,180 @@ class Trainer:
         # A tied matrix gets a dense gradient from the LM head anyway: the lookup's gradient can then be sparse, which
         # spares a vocabulary-sized zero-fill and addition per step (an untied one must stay dense for AdamW, and DDP
         # expects a parameter's gradients to be all sparse or all dense).
-        embedding.sparse = bool(embedding.weight.requires_grad and self._tied(model) and acc.num_processes == 1)
-        optimizer = make_optimizer(selection.groups, cfg, self.device)
-        total_steps, per_step = stage_steps(stage, cfg, acc.num_processes)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(total_steps, stage.warmup_fraction, stage.min_lr_ratio)
+        embedding.sparse = bool(
+            embedding.weight.requires_grad
+            and self._tied(model)
+            and acc.num_processes == 1
+            and not cfg.offload_optimizer
         )
-        wrapped, optimizer = acc.prepare(CausalLMLoss(model), optimizer)
+        micro, accum = self.plans[index]["layout"]
+        optimizer = make_optimizer(selection.groups, cfg, self.device, accum)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        per_step = micro * accum * cfg.sequence_length * acc.num_processes
+        total_steps = math.ceil(cfg.stage_tokens()[index] / per_step)
+        wrapped = acc.prepare(CausalLMLoss(model))
         if cfg.compile:
             wrapped = torch.compile(wrapped)
-        state = ckpt.TrainState(index, stage.name, 0, 0, False, stream.state.as_dict(), previous.total_tokens)
+        state = ckpt.TrainState(
+            index, stage.name, 0, 0, False, stream.state.as_dict(), previous.total_tokens, micro, accum
+        )
         if resume_from is not None:
             state = ckpt.TrainState.read(resume_from)
-            ckpt.load_optimizer(resume_from, optimizer, scheduler)
+            ckpt.load_optimizer(resume_from, optimizer)
             stream.state = StreamState.from_dict(state.data)
             ckpt.restore_rng(resume_from)
         else:
             torch.manual_seed(self.seed * 1000 + index)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        log.info(
-            "stage %d/%d %s: %s trainable parameters, %d steps of %d tokens",
-            index + 1,
-            len(cfg.stages),
-            stage.name,
-            f"{selection.count():,}",
-            total_steps,
-            per_step,
+        schedule = warmup_cosine(total_steps, stage.warmup_fraction, stage.min_lr_ratio)
+        return StageRun(
+            index, model, wrapped, selection, optimizer, schedule, total_steps, per_step, micro, accum, state
         )
-        wrapped.train()
-        peak_rss, started, losses = 0.0, time.perf_counter(), []
-        start_step = state.step
-        progress = _progress(total_steps, start_step, stage.name, acc.is_main_process)
-        while state.step < total_steps:
-            tic = time.perf_counter()
-            loss_sum = torch.zeros((), device=self.device)
-            for micro in range(cfg.grad_accum):
-                batch = stream.next_batch(cfg.micro_batch_size, stage.english_share).to(self.device)
-                sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(wrapped)
-                with sync:
-                    with acc.autocast():
-                        loss = wrapped(batch)
-                    acc.backward(loss / cfg.grad_accum)
-                loss_sum += loss.detach()
-            apply_row_rules_to_grads(selection)
-            grad_norm = acc.clip_grad_norm_(selection.parameters, cfg.max_grad_norm) if cfg.max_grad_norm else None
-            with NewRowsStep(selection):
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            seconds = time.perf_counter() - tic
-            mean_loss = acc.reduce(loss_sum / cfg.grad_accum, reduction="mean").item()
-            state.step += 1
-            state.tokens += per_step
-            state.total_tokens += per_step
-            state.data = stream.state.as_dict()
-            rss = memory_mb(self.device)
-            peak_rss = max(peak_rss, rss)
-            losses.append(mean_loss)
-            if state.step % cfg.log_every == 0 or state.step == total_steps:
-                self.metrics.log(
-                    {
-                        "stage": stage.name,
-                        "stage_index": index,
-                        "step": state.step,
-                        "global_step": state.total_tokens,
-                        "tokens": state.total_tokens,
-                        "loss": mean_loss,
-                        "lr": scheduler.get_last_lr()[0],
-                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                        "tokens_per_s": per_step / seconds,
-                        "memory_mb": rss,
-                        "seconds": seconds,
-                        "time": time.time(),
-                    }
-                )
-            progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{per_step / seconds:,.0f}")
-            progress.update()
-            if state.step % cfg.checkpoint_every == 0 and state.step < total_steps:
-                self._checkpoint(model, optimizer, scheduler, state)
-        progress.close()
-        elapsed = time.perf_counter() - started
-        training_peak = peak_memory_mb(self.device) or peak_rss  # before merging adapters and saving
-        embedding.sparse = False
+
+    def _autocast(self):
+        if self.precision.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.precision.autocast)
+
+    def _step(self, run: StageRun, stream: BlockStream) -> tuple[float, float | None]:
+        """One optimizer step of the stage: (rank-averaged loss, gradient norm before clipping)."""
+        cfg, stage, acc = self.cfg, self.cfg.stages[run.index], self.accelerator
+        factor = run.schedule(run.state.step)
+        for group in run.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(run.accum):
+            batch = stream.next_batch(run.micro, stage.english_share).to(self.device)
+            sync = contextlib.nullcontext() if micro == run.accum - 1 else acc.no_sync(run.wrapped)
+            with sync:
+                with self._autocast():
+                    loss = run.wrapped(batch)
+                acc.backward(loss / run.accum)
+            loss_sum += loss.detach()
+        apply_row_rules_to_grads(run.selection)
+        grad_norm = None
+        if cfg.max_grad_norm and isinstance(run.optimizer, OffloadedAdamW):
+            grad_norm = run.optimizer.clip(cfg.max_grad_norm)
+        elif cfg.max_grad_norm:
+            grad_norm = acc.clip_grad_norm_(run.selection.parameters, cfg.max_grad_norm)
+        with NewRowsStep(run.selection):
+            run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return acc.reduce(loss_sum / run.accum, reduction="mean").item(), grad_norm
+
+    def _run_stage(
+        self, index: int, stream: BlockStream, previous: ckpt.TrainState, resume_from: Path | None
+    ) -> ckpt.TrainState:
+        run = self._setup_stage(index, stream, previous, resume_from)
+        stage, state = self.cfg.stages[index], run.state
+        log.info(
+            "stage %d/%d %s: %s trainable parameters, %d steps of %d tokens (micro-batch %d x %d), %s",
+            index + 1, len(self.cfg.stages), stage.name, f"{run.selection.count():,}", run.total_steps,
+            run.per_step, run.micro, run.accum, self.precision.describe(),
+        )  # fmt: skip
+        run.wrapped.train()
+        started, losses, start_step = time.perf_counter(), [], state.step
+        with PeakMemory(self.device) as peak, self._stage_progress(run) as bar:
+            while state.step < run.total_steps:
+                tic = time.perf_counter()
+                loss, grad_norm = self._step(run, stream)
+                seconds = time.perf_counter() - tic
+                state.step += 1
+                state.tokens += run.per_step
+                state.total_tokens += run.per_step
+                state.data = stream.state.as_dict()
+                losses.append(loss)
+                self._record(run, loss, grad_norm, seconds, peak, bar)
+                if state.step % self.cfg.checkpoint_every == 0 and state.step < run.total_steps:
+                    self._checkpoint(run.model, run.optimizer, state)
+        return self._end_stage(run, time.perf_counter() - started, losses, start_step, peak)
+
+    def _stage_progress(self, run: StageRun):
+        stage = self.cfg.stages[run.index]
+        if not self.accelerator.is_main_process:
+            return contextlib.nullcontext()
+        return Progress(
+            f"stage {run.index + 1}/{len(self.cfg.stages)} {stage.name}",
+            total=run.total_steps * run.per_step,
+            unit="tok",
+            file=self.work / PROGRESS_FILE,
+            log_every_s=float("inf"),
+            initial=run.state.step * run.per_step,
+        )
+
+    def _record(self, run: StageRun, loss: float, grad_norm, seconds: float, peak: PeakMemory, bar) -> None:
+        state, cfg = run.state, self.cfg
+        lr = run.optimizer.param_groups[0]["lr"]
+        memory = peak.now_mib()
+        if state.step % cfg.log_every == 0 or state.step == run.total_steps:
+            self.metrics.log(
+                {
+                    "stage": cfg.stages[run.index].name,
+                    "stage_index": run.index,
+                    "step": state.step,
+                    "global_step": state.total_tokens,
+                    "tokens": state.total_tokens,
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                    "tokens_per_s": run.per_step / seconds,
+                    "memory_mb": memory,
+                    "seconds": seconds,
+                    "time": time.time(),
+                }
+            )
+        if bar is not None:
+            smoothed = bar.figures.get("loss", loss) * 0.9 + loss * 0.1 if state.step - 1 else loss
+            rate = run.per_step / seconds
+            left = sum(self.cfg.stage_tokens()) - state.total_tokens
+            bar.update(
+                run.per_step,
+                log_now=state.step % cfg.log_every == 0,
+                step=state.step,
+                loss=round(smoothed, 4),
+                lr=f"{lr:.2e}",
+                **{"tok/s": round(rate), "mem GiB": round(memory / 1024, 2), "ETA all": format_seconds(left / rate)},
+            )
+
+    def _end_stage(self, run: StageRun, elapsed: float, losses: list[float], start_step: int, peak: PeakMemory):
+        stage, state, acc = self.cfg.stages[run.index], run.state, self.accelerator
+        model = run.model
+        model.get_input_embeddings().sparse = False
         if stage.lora is not None:
-            model = model.merge_and_unload()
+            model = merge_lora(model, self.precision.frozen)
         self.model = model
         for param in self.model.parameters():
             param.requires_grad_(False)
+        apply_dtypes(self.model, self.precision)
         state.stage_done = True
         stepped = state.step - start_step
+        plan = self.plans[run.index]
         summary = {
             "stage": stage.name,
-            "index": index,
-            "steps": total_steps,
+            "index": run.index,
+            "steps": run.total_steps,
             "tokens": state.tokens,
-            "trainable_parameters": selection.count(),
+            "micro_batch_size": run.micro,
+            "grad_accum": run.accum,
+            "trainable_parameters": run.selection.count(),
             "seconds": round(elapsed, 2),
-            "tokens_per_s": (stepped * per_step / elapsed) if stepped else None,
-            "peak_memory_mb": training_peak,
-            "memory_measure": "cuda max_memory_allocated" if self.device.type == "cuda" else "process RSS",
+            "tokens_per_s": (stepped * run.per_step / elapsed) if stepped else None,
+            "peak_memory_mb": peak.mib if stepped else None,
+            "memory_measure": peak.measure,
+            "plan_gib": plan["total_gib"],
+            "plan_full_gib": plan["full_finetune_gib"],
+            "precision": self.precision.describe(),
             "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
             "resumed_at_step": start_step or None,
         }
-        self.summaries = [s for s in self.summaries if s["index"] != index] + [summary]
+        self.summaries = [s for s in self.summaries if s["index"] != run.index] + [summary]
         if acc.is_main_process:
-            from redwhale.rundir import atomic_write_json
-
             atomic_write_json(self.work / "stages.json", self.summaries)
             if self.cfg.save_each_stage:
                 self._save_model(self.work / "stages" / stage.name)
-        self._checkpoint(self.model, None, None, state)
+        self._checkpoint(self.model, None, state)
         log.info("stage %s done: %d tokens in %.0f s", stage.name, state.tokens, elapsed)
         return state
 
@@ -314,25 +405,22 @@ class Trainer:
         head = model.get_output_embeddings()
         return head is not None and head.weight is model.get_input_embeddings().weight
 
-    def _checkpoint(self, model, optimizer, scheduler, state: ckpt.TrainState) -> None:
+    def _checkpoint(self, model, optimizer, state: ckpt.TrainState) -> None:
         """Save ``model`` (the plain or peft model, never a DDP or loss wrapper) with the training state."""
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            ckpt.save(self.checkpoints, model, optimizer, scheduler, state, self.cfg.keep_checkpoints)
+            ckpt.save(self.checkpoints, model, optimizer, state, self.cfg.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
     def _save_model(self, out: Path) -> None:
-        """Save the model with the tokenizer files of the model it started from."""
-        import shutil
-
-        from redwhale.rundir import atomic_dir
-
+        """Save the model in the saved dtype with the tokenizer files of the model it started from."""
         with atomic_dir(out) as tmp:
-            self.model.save_pretrained(tmp)
+            saved = self.model.to(self.precision.saved) if self.model.dtype != self.precision.saved else self.model
+            saved.save_pretrained(tmp)
             for path in self.model_dir.iterdir():
                 if path.is_file() and (
                     path.name.startswith(("tokenizer", "special_tokens", "chat_template"))
-                    or path.name in ("vocab.json", "merges.txt", "added_tokens.json")
+                    or path.name in ("vocab.json", "merges.txt", "added_tokens.json", "init_report.json")
                 ):
                     shutil.copy2(path, tmp / path.name)
 
@@ -341,22 +429,13 @@ class Trainer:
             "stages": self.summaries,
             "tokens": sum(s["tokens"] for s in self.summaries),
             "seconds": sum(s["seconds"] for s in self.summaries),
-            "precision": "bf16" if self.bf16 else "fp32",
+            "precision": self.precision.describe(),
+            "saved_dtype": str(self.precision.saved).removeprefix("torch."),
             "processes": self.accelerator.num_processes,
             "config": self.cfg.model_dump(mode="json"),
         }
         if self.accelerator.is_main_process:
-            from redwhale.rundir import atomic_write_json
-
             self._save_model(self.work / "model")
             atomic_write_json(self.work / "model" / "training_summary.json", summary)
         self.accelerator.wait_for_everyone()
         return summary
-
-
-def _progress(total: int, initial: int, name: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, initial=initial, desc=f"stage {name}", unit="step", disable=not enabled or None, dynamic_ncols=True
-    )

@@ -64,7 +64,7 @@ class MetricsLogger:
             try:
                 import wandb
             except ImportError:
-                from redwhale.errors import missing_extra
+                from redwhale.core.errors import missing_extra
 
                 raise missing_extra("wandb", "wandb") from None
             self._wandb = wandb.init(project=wandb_project, name=run_name, config=config or {}, resume="allow")

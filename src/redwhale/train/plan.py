@@ -2,9 +2,10 @@
 
 Per stage, in bytes:
 
-* weights: every parameter, fp32 (the trainer keeps fp32 master weights; bf16 exists only inside autocast);
-* gradients: the trainable parameters, fp32;
-* optimizer: AdamW keeps two fp32 moments per trainable parameter (8-bit AdamW: two bytes);
+* weights: frozen ones in the compute dtype, trained ones in ``train.trainable_dtype`` (:mod:`redwhale.train.precision`);
+* gradients: the trained weights, in their dtype (none kept when torchao's offload moves them to the host);
+* optimizer: the state of the chosen optimizer per trained weight on the device (:func:`redwhale.train.optim.state_bytes`;
+  with ``offload_optimizer`` it lives in host memory, reported beside);
 * activations: what autograd saves for the backward pass. This is *measured*, not guessed: the model is built on
   PyTorch's ``meta`` device (no memory, no weights) with the stage's parameters marked trainable, one micro-batch runs
   forward with ``saved_tensors_hooks``, and the bytes of every distinct saved storage are summed. So frozen linear
@@ -27,9 +28,12 @@ from typing import Any
 
 import torch
 
-from redwhale.config.schema import StageSection, TrainSection
-from redwhale.errors import ConfigError
+from redwhale.config.schema import StageSection, Trainable, TrainSection
+from redwhale.core.errors import ConfigError
 from redwhale.train.loss import LOSS_CHUNK, CausalLMLoss
+from redwhale.train.optim import offloads_gradients, state_bytes
+from redwhale.train.precision import DTYPES, Precision, apply_dtypes, resolve_precision
+from redwhale.train.select import select, wrap_lora
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +117,9 @@ class StagePlan:
     fits: bool
     max_micro_batch: int
     flops_per_token: float
+    micro_batch_size: int = 0
+    host_gib: float = 0.0
+    grad_accum: int = 0
 
 
 def model_config(spec: str, new_tokens: int, pad_to: int = 64):
@@ -124,7 +131,7 @@ def model_config(spec: str, new_tokens: int, pad_to: int = 64):
         values = dict(PRESETS[spec])
         config = CONFIG_MAPPING[values.pop("model_type")](**values)
     else:
-        from redwhale.models.source import materialize, resolve
+        from redwhale.core.source import materialize, resolve
 
         config = AutoConfig.from_pretrained(materialize(resolve(spec)))
     vocab = config.vocab_size + new_tokens
@@ -272,67 +279,130 @@ def probe(model, sequence_length: int, micro_batch: int, on_gpu: bool) -> Probe:
     return Probe(sum(saved.values()), flops["forward"], flops["input"], flops["weight"])
 
 
-def plan_stage(
-    model, stage: StageSection, cfg: TrainSection, base_rows: int, gpu_bytes: float, on_gpu: bool, reserve: float = 0.05
-) -> StagePlan:
-    """The memory of one stage at ``cfg.micro_batch_size``, and the largest micro-batch under ``gpu_bytes``."""
-    from redwhale.train.loop import wrap_lora
-    from redwhale.train.select import select
+def _cast_meta(model, precision: Precision | None) -> None:
+    """Give the meta model the dtypes the stage will have (frozen and trainable weights)."""
+    if precision is not None:
+        apply_dtypes(model, precision)
 
+
+def plan_stage(
+    model,
+    stage: StageSection,
+    cfg: TrainSection,
+    base_rows: int,
+    gpu_bytes: float,
+    precision: Precision,
+    micro_batch: int,
+    reserve: float = 0.05,
+) -> StagePlan:
+    """The memory of one stage at ``micro_batch``, and the largest micro-batch under ``gpu_bytes``."""
     staged = wrap_lora(copy.deepcopy(model), stage) if stage.lora is not None else model
     selection = select(staged, stage, base_rows)
+    _cast_meta(staged, precision)
     trainable = selection.count()
-    total_params = sum(p.numel() for p in staged.parameters())
-    moment_bytes = 2 if cfg.optimizer == "adamw8bit" else 8
-    weights = total_params * 4
-    gradients = trainable * 4
-    optimizer = trainable * moment_bytes
+    frozen = sum(p.numel() for p in staged.parameters() if not p.requires_grad)
+    device_state, host_state = state_bytes(cfg)
+    weights = frozen * precision.bytes(False) + trainable * precision.bytes(True)
+    offloaded = offloads_gradients(cfg, cfg.grad_accum) and cfg.offload_optimizer
+    gradients = 0 if offloaded else trainable * precision.bytes(True)
+    optimizer = trainable * device_state
+    on_gpu = precision.autocast is not None
     # saved(b) = fixed + b * per_sequence: two probes separate what grows with the micro-batch from what does not
-    # (bf16 weight copies under autocast, the fused loss's weight-gradient buffer)
+    # (bf16 copies of trainable weights under autocast, the fused loss's weight-gradient buffer)
     measured = probe(staged, cfg.sequence_length, 1, on_gpu)
     per_sequence = probe(staged, cfg.sequence_length, 2, on_gpu).activation_bytes - measured.activation_bytes
     fixed = measured.activation_bytes - per_sequence
-    vocab = model.config.vocab_size
-    hidden = model.config.hidden_size
-    # transients: one chunk of logits of the fused loss (fp32, plus its bf16 copy on a GPU) at the end of the forward;
-    # in backward, the gradient flowing back through one layer (fp32 hidden-sized, a few buffers)
-    chunk_bytes = LOSS_CHUNK * vocab * (6 if on_gpu else 4)
+    vocab, hidden = model.config.vocab_size, model.config.hidden_size
+    logit_bytes = 6 if on_gpu else 4  # fp32 logits (and their bf16 copy under autocast)
+    chunk_bytes = LOSS_CHUNK * vocab * logit_bytes
     transient_per_sequence = cfg.sequence_length * hidden * 4 * 4
     static = weights + gradients + optimizer + fixed
 
     def total(batch: int) -> float:
-        chunk = min(chunk_bytes, batch * cfg.sequence_length * vocab * (6 if on_gpu else 4))
+        chunk = min(chunk_bytes, batch * cfg.sequence_length * vocab * logit_bytes)
         return static + chunk + batch * (per_sequence + transient_per_sequence)
 
     budget = gpu_bytes * (1 - reserve)
     max_batch = 0
     while max_batch < 4096 and total(max_batch + 1) <= budget:
         max_batch += 1
-    b = cfg.micro_batch_size
     return StagePlan(
         stage=stage.name,
         trainable_parameters=trainable,
         weights_gib=weights / GIB,
         gradients_gib=gradients / GIB,
         optimizer_gib=optimizer / GIB,
-        activations_gib=(b * per_sequence + fixed) / GIB,
-        transients_gib=(total(b) - static - b * per_sequence) / GIB,
-        total_gib=total(b) / GIB,
-        fits=total(b) <= budget,
+        activations_gib=(micro_batch * per_sequence + fixed) / GIB,
+        transients_gib=(total(micro_batch) - static - micro_batch * per_sequence) / GIB,
+        total_gib=total(micro_batch) / GIB,
+        fits=total(micro_batch) <= budget,
         max_micro_batch=max_batch,
         flops_per_token=measured.flops / cfg.sequence_length,
+        micro_batch_size=micro_batch,
+        host_gib=trainable * host_state / GIB,
     )
 
 
 def full_finetune_stage(stages: list[StageSection]) -> StageSection:
-    from redwhale.config.schema import Trainable
-
     return StageSection(
         name="full fine-tune",
         trainable=Trainable(embeddings="all", lm_head="all", layers="all", norms=True),
         tokens=1,
         lr=stages[0].lr,
     )
+
+
+def plan_precision(cfg: TrainSection, model_dtype: str, on_gpu: bool) -> Precision:
+    """The dtypes a run would have on a GPU (bf16 autocast) or on CPU, without a device at hand."""
+    device = torch.device("cuda" if on_gpu else "cpu")
+    if on_gpu:  # a GPU that supports bf16 is assumed (H100, A100, L40...)
+        frozen = torch.float32 if model_dtype == "float32" else torch.bfloat16
+        autocast = None if cfg.precision == "fp32" else torch.bfloat16
+        return Precision(frozen, DTYPES[cfg.trainable_dtype], autocast, frozen)
+    return resolve_precision(model_dtype, cfg, device)
+
+
+def plan_config(
+    config,
+    cfg: TrainSection,
+    gpu_memory_gib: float,
+    new_tokens: int,
+    precision: Precision,
+    world_size: int = 1,
+    include_full: bool = True,
+) -> dict[str, Any]:
+    """Plan every stage of ``cfg`` (and a full fine-tune) for a transformers ``config`` grown by ``new_tokens``."""
+    base_rows = config.vocab_size - new_tokens
+    model = _meta_model(config, cfg.gradient_checkpointing)
+    if cfg.sequence_length > getattr(config, "max_position_embeddings", 1 << 30):
+        raise ConfigError(
+            f"train.sequence_length {cfg.sequence_length} exceeds the model's "
+            f"{config.max_position_embeddings} positions"
+        )
+    stages = list(cfg.stages) + ([full_finetune_stage(cfg.stages)] if include_full else [])
+    rows = []
+    for stage in stages:
+        for param in model.parameters():
+            param.requires_grad_(True)
+        first = plan_stage(model, stage, cfg, base_rows, gpu_memory_gib * GIB, precision, 1)
+        micro, accum = batch_layout(cfg, first.max_micro_batch, world_size)
+        rows.append(
+            plan_stage(model, stage, cfg, base_rows, gpu_memory_gib * GIB, precision, micro) if micro else first
+        )
+        rows[-1].grad_accum = accum
+    return {
+        "vocab_size": config.vocab_size,
+        "new_tokens": new_tokens,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "gpu_memory_gib": gpu_memory_gib,
+        "sequence_length": cfg.sequence_length,
+        "micro_batch_size": cfg.micro_batch_size,
+        "global_batch_size": cfg.global_batch_size,
+        "optimizer": cfg.optimizer + (" + CPU offload" if cfg.offload_optimizer else ""),
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "precision": precision.describe(),
+        "stages": [asdict(r) for r in rows],
+    }
 
 
 def plan(
@@ -342,31 +412,33 @@ def plan(
     new_tokens: int = 20000,
     on_gpu: bool = True,
     include_full: bool = True,
+    model_dtype: str = "auto",
 ) -> dict[str, Any]:
-    """Plan every stage of ``cfg`` (and a full fine-tune for comparison) for ``spec`` on one GPU."""
-    config = model_config(spec, new_tokens)
-    base_rows = config.vocab_size - new_tokens
-    model = _meta_model(config, cfg.gradient_checkpointing)
-    if cfg.sequence_length > getattr(config, "max_position_embeddings", 1 << 30):
-        raise ConfigError(
-            f"train.sequence_length {cfg.sequence_length} exceeds the model's "
-            f"{config.max_position_embeddings} positions"
-        )
-    stages = list(cfg.stages) + ([full_finetune_stage(cfg.stages)] if include_full else [])
-    rows = [plan_stage(model, stage, cfg, base_rows, gpu_memory_gib * GIB, on_gpu) for stage in stages]
-    return {
-        "model": spec,
-        "vocab_size": config.vocab_size,
-        "new_tokens": new_tokens,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "gpu_memory_gib": gpu_memory_gib,
-        "sequence_length": cfg.sequence_length,
-        "micro_batch_size": cfg.micro_batch_size,
-        "optimizer": cfg.optimizer,
-        "gradient_checkpointing": cfg.gradient_checkpointing,
-        "precision": "bf16 autocast" if on_gpu else "fp32",
-        "stages": [asdict(r) for r in rows],
-    }
+    """Plan every stage of ``cfg`` (and a full fine-tune for comparison) for ``spec`` on one GPU (or on CPU)."""
+    precision = plan_precision(cfg, model_dtype, on_gpu)
+    result = plan_config(model_config(spec, new_tokens), cfg, gpu_memory_gib, new_tokens, precision, 1, include_full)
+    return {"model": spec, **result}
+
+
+def batch_layout(cfg: TrainSection, max_micro_batch: int, world_size: int) -> tuple[int, int]:
+    """(micro-batch, gradient accumulation) of a stage. A fixed ``micro_batch_size`` keeps ``grad_accum`` unless a
+    ``global_batch_size`` is set; ``auto`` takes the largest micro-batch the plan fits that divides each device's
+    share of the global batch (0 when not even one sequence fits)."""
+    if cfg.global_batch_size is None:
+        return int(cfg.micro_batch_size), cfg.grad_accum
+    per_device, rest = divmod(cfg.global_batch_size, world_size)
+    if rest:
+        raise ConfigError(f"train.global_batch_size {cfg.global_batch_size} is not a multiple of {world_size} devices")
+    if cfg.micro_batch_size == "auto":
+        fits = [m for m in range(1, min(max_micro_batch, per_device) + 1) if per_device % m == 0]
+        micro = max(fits) if fits else 0
+    else:
+        micro = cfg.micro_batch_size
+        if per_device % micro:
+            raise ConfigError(
+                f"train.global_batch_size: {per_device} blocks per device is not a multiple of micro_batch_size {micro}"
+            )
+    return micro, per_device // micro if micro else 0
 
 
 def plan_markdown(result: dict[str, Any]) -> str:
@@ -374,18 +446,19 @@ def plan_markdown(result: dict[str, Any]) -> str:
         f"# Memory plan: {result['model']} (+{result['new_tokens']:,} tokens, {result['parameters'] / 1e9:.2f} B "
         f"parameters) on {result['gpu_memory_gib']:g} GiB",
         "",
-        f"Sequence {result['sequence_length']}, micro-batch {result['micro_batch_size']}, {result['optimizer']}, "
-        f"{result['precision']}, gradient checkpointing {'on' if result['gradient_checkpointing'] else 'off'}.",
+        f"Sequence {result['sequence_length']}, {result['optimizer']}, {result['precision']}, gradient checkpointing "
+        f"{'on' if result['gradient_checkpointing'] else 'off'}; 5% of the memory kept in reserve.",
         "",
         "| stage | trainable | weights | grads | optimizer | activations | transients | total (GiB) | fits | "
-        "max micro-batch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
+        "headroom | micro-batch x accum | max micro-batch | host (GiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|",
     ]
     for s in result["stages"]:
+        headroom = 1 - s["total_gib"] / result["gpu_memory_gib"]
         lines.append(
             f"| {s['stage']} | {s['trainable_parameters'] / 1e6:,.1f} M | {s['weights_gib']:.1f} | "
             f"{s['gradients_gib']:.1f} | {s['optimizer_gib']:.1f} | {s['activations_gib']:.1f} | "
-            f"{s['transients_gib']:.1f} | {s['total_gib']:.1f} | {'yes' if s['fits'] else 'no'} | "
-            f"{s['max_micro_batch']} |"
+            f"{s['transients_gib']:.1f} | {s['total_gib']:.1f} | {'yes' if s['fits'] else 'no'} | {headroom:.0%} | "
+            f"{s['micro_batch_size']} x {s['grad_accum']} | {s['max_micro_batch']} | {s['host_gib']:.1f} |"
         )
     return "\n".join(lines) + "\n"

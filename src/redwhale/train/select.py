@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass, field
 
 import torch
+from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from redwhale.config.schema import StageSection
-from redwhale.errors import ConfigError
+from redwhale.core.errors import ConfigError
 
 
 @dataclass
@@ -177,3 +178,17 @@ class NewRowsStep:
                 new = rule.param[rule.base_rows :]
                 new.copy_(before + rule.new_rows_scale * (new - before))
         self.before = []
+
+
+def wrap_lora(model, stage: StageSection):
+    """The model with peft LoRA adapters of the stage on its linear layers (the LM head excluded)."""
+    lora = stage.lora
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        bias="none",
+        target_modules=lora.targets,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)

@@ -1,4 +1,4 @@
-"""KoBEST through lm-evaluation-harness, with the harness's own ``kobest_*`` task definitions.
+"""KoBEST (BoolQ, COPA, HellaSwag, SentiNeg, WiC) through lm-evaluation-harness, with its own ``kobest_*`` tasks.
 
 The prompts, choices, metrics (accuracy, macro-F1, and ``acc_norm`` for HellaSwag), few-shot sampling (from the train
 split, with the harness's seed) and batching (requests sorted by length) are the harness's, so numbers compare with
@@ -10,12 +10,15 @@ file and line, not a failure deep inside ``datasets``.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from redwhale.errors import DataError, missing_extra
+from redwhale.core.errors import DataError
+from redwhale.evaluate.harness import harness_config
+from redwhale.evaluate.tasks import TaskPlugin
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +31,6 @@ TASKS: dict[str, tuple[str, ...]] = {
     "wic": ("word", "context_1", "context_2", "label"),
 }
 LABELS = {"boolq": 2, "copa": 2, "hellaswag": 4, "sentineg": 2, "wic": 2}
-
-
-def _lm_eval():
-    try:
-        import lm_eval  # noqa: F401
-    except ImportError:
-        raise missing_extra("lm-eval", "eval") from None
 
 
 def local_files(folder: Path, tasks: list[str], split: str) -> dict[str, dict[str, Path]]:
@@ -92,66 +88,44 @@ def check_file(task: str, path: Path) -> int:
     return count
 
 
-def task_specs(tasks: list[str], files: dict[str, dict[str, Any]] | None) -> list[Any]:
+def local_config(task: str, files: dict[str, Any]) -> dict[str, Any]:
+    """The harness's config of ``task`` with its data source replaced by local files."""
+    config = harness_config(task)
+    data_files = {"test": str(files["score"])}
+    if "train" in files:
+        data_files["train"] = str(files["train"])
+    config.update(
+        dataset_path="json",
+        dataset_name=None,
+        dataset_kwargs={"data_files": data_files},
+        test_split="test",
+        validation_split=None,
+        training_split="train" if "train" in data_files else None,
+    )
+    if "train" not in data_files:
+        config["fewshot_split"] = None
+    return config
+
+
+def expand(name: str) -> list[str]:
+    """``kobest`` is the five tasks; ``kobest_<task>`` one of them."""
+    if name == "kobest":
+        return [f"kobest_{t}" for t in TASKS]
+    task = name.removeprefix("kobest_")
+    if task not in TASKS:
+        near = difflib.get_close_matches(task, list(TASKS), n=1)
+        hint = f"did you mean 'kobest_{near[0]}'?" if near else f"KoBEST has {', '.join(TASKS)}"
+        raise ValueError(f"unknown KoBEST task {name!r} ({hint})")
+    return [name]
+
+
+def specs(names: list[str], data: Path | None, split: str) -> list[Any]:
     """Harness task names (Hub data) or the harness's configs with local data files."""
-    if files is None:
-        return [f"kobest_{t}" for t in tasks]
-    from lm_eval.tasks import TaskManager
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    index = TaskManager()._index
-    specs = []
-    for task in tasks:
-        entry = index[f"kobest_{task}"]
-        config = load_yaml(entry.yaml_path, resolve_func=True)
-        data_files = {"test": str(files[task]["score"])}
-        if "train" in files[task]:
-            data_files["train"] = str(files[task]["train"])
-        config.update(
-            dataset_path="json",
-            dataset_name=None,
-            dataset_kwargs={"data_files": data_files},
-            test_split="test",
-            validation_split=None,
-            training_split="train" if "train" in data_files else None,
-        )
-        if "train" not in data_files:
-            config["fewshot_split"] = None
-        specs.append(config)
-    return specs
+    if data is None:
+        return list(names)
+    tasks = [n.removeprefix("kobest_") for n in names]
+    files = local_files(Path(data), tasks, split)
+    return [local_config(f"kobest_{t}", files[t]) for t in tasks]
 
 
-def evaluate_kobest(
-    model,
-    tokenizer,
-    tasks: list[str],
-    shots: list[int],
-    data_dir: Path | None = None,
-    split: str = "test",
-    limit: int | None = None,
-    batch_size: int = 16,
-    max_length: int | None = None,
-) -> dict[str, Any]:
-    """Score ``model`` on each task at each number of shots; returns ``{shots: {task: metrics}}``."""
-    _lm_eval()
-    import lm_eval
-    from lm_eval.models.huggingface import HFLM
-
-    files = local_files(data_dir, tasks, split) if data_dir else None
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
-    out: dict[str, Any] = {}
-    for k in shots:
-        raw = lm_eval.simple_evaluate(
-            model=lm, tasks=task_specs(tasks, files), num_fewshot=k, limit=limit, log_samples=False, bootstrap_iters=0
-        )
-        by_task = {}
-        for task in tasks:
-            metrics = raw["results"][f"kobest_{task}"]
-            row = {"acc": metrics["acc,none"], "f1": metrics["f1,none"]}
-            if "acc_norm,none" in metrics:
-                row["acc_norm"] = metrics["acc_norm,none"]
-            row["examples"] = raw["n-samples"][f"kobest_{task}"]["effective"]
-            row["split"] = files[task]["scored_split"] if files else split
-            by_task[task] = row
-        out[str(k)] = by_task
-    return out
+PLUGIN = TaskPlugin(name="kobest", owns=lambda n: n == "kobest" or n.startswith("kobest_"), expand=expand, specs=specs)

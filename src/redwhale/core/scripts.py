@@ -10,7 +10,6 @@ hold partial characters: ``EC`` alone is the lead byte of U+C000..U+CFFF, all Ha
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -93,7 +92,3 @@ def get_script(name: str) -> Script:
         return SCRIPTS[name]
     except KeyError:
         raise ValueError(f"unknown script {name!r}; known: {', '.join(sorted(SCRIPTS))}") from None
-
-
-def script_names() -> Iterable[str]:
-    return SCRIPTS.keys()

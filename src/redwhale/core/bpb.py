@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from redwhale.errors import DataError
+from redwhale.core.errors import DataError
+from redwhale.core.progress import Progress, ProgressFactory
 
 
 @dataclass
@@ -101,7 +102,12 @@ def _head_logits(model, hidden: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def window_nll(
-    model, windows: list[_Window], batch_tokens: int = 4096, head_chunk: int = 1024, pad_id: int = 0
+    model,
+    windows: list[_Window],
+    batch_tokens: int = 4096,
+    head_chunk: int = 1024,
+    pad_id: int = 0,
+    progress: Progress | None = None,
 ) -> float:
     """Sum of negative log-likelihoods (nats) of the scored targets of every window."""
     device = next(model.parameters()).device
@@ -114,6 +120,8 @@ def window_nll(
         per_batch = max(1, batch_tokens // longest)
         batch = [windows[j] for j in order[i : i + per_batch]]
         i += per_batch
+        if progress is not None:
+            progress.update(len(batch))
         ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), longest), dtype=torch.long)
         for row, w in enumerate(batch):
@@ -139,9 +147,17 @@ def window_nll(
 
 
 def bits_per_byte(
-    model, tokenizer, texts: Sequence[str], window: int = 1024, stride: int = 512, batch_tokens: int = 4096
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    window: int = 1024,
+    stride: int = 512,
+    batch_tokens: int = 4096,
+    progress: ProgressFactory | None = None,
+    what: str = "bits per byte",
 ) -> BpbResult:
-    """Bits per UTF-8 byte of ``texts`` under ``model`` with ``tokenizer`` (each document from BOS/EOS)."""
+    """Bits per UTF-8 byte of ``texts`` under ``model`` with ``tokenizer`` (each document from BOS/EOS); with
+    ``progress``, the windows scored are shown as ``what``."""
     texts = [t for t in texts if t]
     if not texts:
         raise DataError("no text to score")
@@ -150,9 +166,12 @@ def bits_per_byte(
     windows, total_bytes, tokens = document_windows(tokenizer, texts, window, stride)
     was_training = model.training
     model.eval()
+    bar = progress(what, total=len(windows), unit="window") if progress is not None else None
     try:
-        nll = window_nll(model, windows, batch_tokens, pad_id=tokenizer.pad_token_id or 0)
+        nll = window_nll(model, windows, batch_tokens, pad_id=tokenizer.pad_token_id or 0, progress=bar)
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
     bits = nll / math.log(2)
     return BpbResult(bits / total_bytes, bits, total_bytes, tokens, len(texts))

@@ -1,0 +1,263 @@
+"""Exploration for issue 13: which vocabulary size and stage schedule learn the most Korean per unit of compute.
+
+Runs at *fixed token budgets* (so results do not depend on what else the machine is doing) on SmolLM2-135M with the
+training split of ``../shared/data/ko_corpus``, and scores every model on the same held-out Korean and English text
+in bits per byte (the held-out text of bench_cpt.py). Rates (tokens/s per stage kind) are probed separately, alone on
+the machine, to turn token budgets into wall clock. Each experiment appends one JSON line to ``--out/results.jsonl``;
+an experiment already there is skipped, so the grid can be interrupted and continued.
+
+    python bench/cpt_explore.py prepare --out DIR            # tokenizer (one training at 40k), merges, extensions
+    python bench/cpt_explore.py probe --out DIR              # tokens/s of each stage kind (run alone)
+    python bench/cpt_explore.py run --out DIR --grid NAME    # a grid of experiments (see GRIDS)
+    python bench/cpt_explore.py table --out DIR              # print every result
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "data" / "ko_corpus" / "ko_train.jsonl"
+if not CORPUS.is_file():
+    CORPUS = Path("/work/shared/data/ko_corpus/ko_train.jsonl")
+BASE = "smollm2-135m"
+SIZES = (500, 1000, 2000, 4000, 8000, 20000)
+SEQ, MICRO = 512, 4
+
+
+def texts():
+    from redwhale.corpus.heldout import heldout_sample, training_texts
+
+    from redwhale.config.schema import CorpusInput
+    from redwhale.corpus.bundled import python_docs_english
+    from redwhale.corpus.readers import iter_texts
+
+    all_texts = list(iter_texts([CorpusInput(path=str(CORPUS))]))
+    train = list(training_texts(all_texts))
+    korean = heldout_sample(all_texts, 30_000)
+    english = heldout_sample(python_docs_english(unit="paragraph"), 20_000, heldout_only=False)
+    return train, korean, english
+
+
+def prepare(out: Path) -> None:
+    from redwhale.config.schema import CorpusInput, TokenizerSection
+    from redwhale.models.extend import extend_command
+    from redwhale.tokenizer.commands import train_command as train_tokenizer
+    from redwhale.tokenizer.merge import merge_tokenizers
+
+    train, _, _ = texts()
+    train_file = out / "train.txt"
+    if not train_file.is_file():
+        train_file.write_text("\n\n".join(t.replace("\n\n", "\n") for t in train), encoding="utf-8")
+    if not (out / "ko-tokenizer").is_dir():
+        started = time.perf_counter()
+        train_tokenizer(
+            BASE,
+            [CorpusInput(path=str(train_file), format="text")],
+            TokenizerSection(size=40_000),
+            out / "ko-tokenizer",
+        )
+        print(f"tokenizer 40k: {time.perf_counter() - started:.0f} s", flush=True)
+    for size in SIZES:
+        merged = out / f"merged-{size}"
+        if not merged.is_dir():
+            merge_tokenizers(BASE, out / "ko-tokenizer", merged, pad_to_multiple_of=64, size=size)
+        for init in ("calibrated",):
+            ext = out / f"ext-{size}-{init}"
+            if not ext.is_dir():
+                started = time.perf_counter()
+                extend_command(BASE, merged, init, ext, train, 30_000)
+                print(f"extend {size} {init}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def full_stage(lr, new_rows_lr=None):
+    return {
+        "name": "full",
+        "trainable": {"embeddings": "all", "lm_head": "all", "layers": "all", "norms": True},
+        "lr": lr,
+        **({"new_rows_lr": new_rows_lr} if new_rows_lr else {}),
+    }
+
+
+def schedule(kind: str, lr: float, emb_lr: float, new_lr: float | None, lora_lr: float):
+    """Stage lists (without tokens) by name; shares are given with each experiment."""
+    emb = {"name": "embeddings", "trainable": {"embeddings": "all", "lm_head": "all"}, "lr": emb_lr}
+    emb_new = {"name": "embeddings", "trainable": {"embeddings": "new", "lm_head": "new"}, "lr": emb_lr}
+    new = {"embeddings": "new", "lm_head": "new"} if new_lr else {}
+    nr = {"new_rows_lr": new_lr} if new_lr else {}
+    odd = {"name": "odd_layers", "trainable": {"layers": "odd", **new}, "lr": lr, **nr}
+    even = {"name": "even_layers", "trainable": {"layers": "even", **new}, "lr": lr, **nr}
+    lora = {"name": "lora", "lora": {"rank": 64, "alpha": 128}, "lr": lora_lr}
+    return {
+        "paper": [emb, odd, even, lora],
+        "no_lora": [emb, odd, even],
+        "newemb_no_lora": [emb_new, odd, even],
+        "layers_only": [odd, even],
+        "layers_lora": [odd, even, lora],
+        "full": [full_stage(lr, new_lr)],
+    }[kind]
+
+
+def train_section(stages, tokens):
+    from redwhale.config.schema import TrainSection
+
+    return TrainSection(
+        sequence_length=SEQ,
+        micro_batch_size=MICRO,
+        checkpoint_every=100_000,
+        tensorboard=False,
+        stages=[dict(s, tokens=int(t)) for s, t in zip(stages, tokens, strict=True)],
+    )
+
+
+def split_tokens(total: int, shares: list[float]) -> list[int]:
+    step = SEQ * MICRO
+    return [max(step, round(total * s / step) * step) for s in shares]
+
+
+# name -> list of experiments: (size or 0 for the base tokenizer, schedule, shares, lr, emb_lr, new_rows_lr, lora_lr)
+GRIDS = {
+    "r1": [
+        (0, "full", [1.0], 1e-4, None, None, None),
+        (0, "full", [1.0], 3e-4, None, None, None),
+        (20000, "paper", [0.25] * 4, 1e-4, 1e-3, None, 2e-4),
+        (2000, "paper", [0.25] * 4, 1e-4, 1e-3, None, 2e-4),
+        (2000, "no_lora", [0.2, 0.4, 0.4], 2e-4, 1e-3, 2e-3, None),
+        (2000, "layers_only", [0.5, 0.5], 2e-4, None, 2e-3, None),
+        (2000, "full", [1.0], 1e-4, None, 1e-3, None),
+        (500, "no_lora", [0.2, 0.4, 0.4], 2e-4, 1e-3, 2e-3, None),
+        (8000, "no_lora", [0.2, 0.4, 0.4], 2e-4, 1e-3, 2e-3, None),
+    ],
+}
+
+
+def key(exp, tokens) -> str:
+    size, kind, shares, lr, emb_lr, new_lr, lora_lr = exp
+    return f"{size}|{kind}|{','.join(f'{s:g}' for s in shares)}|{lr:g}|{emb_lr}|{new_lr}|{lora_lr}|{tokens}"
+
+
+def run(out: Path, grid: str, tokens: int) -> None:
+    import torch
+    from redwhale.train.commands import train_command
+
+    from redwhale.core.source import materialize, resolve
+    from redwhale.evaluate.run import evaluate
+
+    torch.set_num_threads(2)
+    train, korean, english = texts()
+    results = out / "results.jsonl"
+    done = {json.loads(line)["key"] for line in results.read_text().splitlines()} if results.is_file() else set()
+    base_dir = materialize(resolve(BASE), None)
+    for exp in GRIDS[grid]:
+        k = key(exp, tokens)
+        if k in done:
+            continue
+        size, kind, shares, lr, emb_lr, new_lr, lora_lr = exp
+        model = base_dir if size == 0 else str(out / f"ext-{size}-calibrated")
+        stages = schedule(kind, lr, emb_lr or 1e-3, new_lr, lora_lr or 2e-4)
+        work = out / "runs" / k.replace("|", "_").replace(",", "-")
+        if work.exists():
+            import shutil
+
+            shutil.rmtree(work)
+        started = time.perf_counter()
+        summary = train_command(Path(model), train, None, train_section(stages, split_tokens(tokens, shares)), work)
+        seconds = time.perf_counter() - started
+        result = evaluate(
+            str(work / "model"),
+            work / "eval.json",
+            korean=korean,
+            english=english,
+            kobest=False,
+            base_tokenizer=base_dir if size else None,
+        )
+        record = {
+            "key": k,
+            "size": size,
+            "schedule": kind,
+            "shares": shares,
+            "lr": lr,
+            "emb_lr": emb_lr,
+            "new_rows_lr": new_lr,
+            "lora_lr": lora_lr,
+            "tokens": tokens,
+            "train_seconds": round(seconds, 1),
+            "stages": [{k2: s[k2] for k2 in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
+            "korean_bpb": result["korean_bpb"],
+            "english_bpb": result["english_bpb"],
+            "korean_tokens": result["data"]["korean_text"]["tokens"],
+        }
+        with results.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+        import shutil
+
+        shutil.rmtree(work / "model", ignore_errors=True)
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+
+
+def probe(out: Path) -> None:
+    """Tokens/s of each stage kind, 6 steps each (the first left out), alone on the machine."""
+    import torch
+    from redwhale.train.commands import train_command
+
+    from redwhale.core.source import materialize, resolve
+
+    torch.set_num_threads(2)
+    train, _, _ = texts()
+    base_dir = materialize(resolve(BASE), None)
+    rows = {}
+    step = SEQ * MICRO
+    for name, model, stages in (
+        ("full_base", base_dir, [full_stage(1e-4)]),
+        ("full_2000", out / "ext-2000-calibrated", [full_stage(1e-4, 1e-3)]),
+        ("paper_2000", out / "ext-2000-calibrated", schedule("paper", 1e-4, 1e-3, None, 2e-4)),
+        ("newrows_2000", out / "ext-2000-calibrated", schedule("no_lora", 2e-4, 1e-3, 2e-3, None)),
+        ("paper_20000", out / "ext-20000-calibrated", schedule("paper", 1e-4, 1e-3, None, 2e-4)),
+    ):
+        work = out / "probe" / name
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+        summary = train_command(Path(model), train[:3000], None, train_section(stages, [6 * step] * len(stages)), work)
+        rows[name] = {}
+        for s in summary["stages"]:
+            lines = [json.loads(x) for x in (work / "logs" / "metrics.jsonl").read_text().splitlines()]
+            secs = [x["seconds"] for x in lines if x["stage"] == s["stage"]][1:]
+            rows[name][s["stage"]] = step * len(secs) / sum(secs)
+        print(name, {k: round(v) for k, v in rows[name].items()}, flush=True)
+    (out / "rates.json").write_text(json.dumps(rows, indent=2))
+
+
+def table(out: Path) -> None:
+    for line in (out / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        print(
+            f"{r['size']:>6} {r['schedule']:<15} {','.join(f'{s:g}' for s in r['shares']):<16} lr {r['lr']:<7g} "
+            f"new {r['new_rows_lr']!s:<7} tokens {r['tokens']:>7,} {r['train_seconds']:>6.0f}s  "
+            f"ko {r['korean_bpb']:.4f}  en {r['english_bpb']:.4f}  ko-tokens {r['korean_tokens']:,}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["prepare", "probe", "run", "table"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--grid", default="r1")
+    parser.add_argument("--tokens", type=int, default=65_536)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    from redwhale.core.logs import setup_logging
+
+    setup_logging()
+    {"prepare": lambda: prepare(args.out), "probe": lambda: probe(args.out), "table": lambda: table(args.out)}.get(
+        args.what, lambda: run(args.out, args.grid, args.tokens)
+    )()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Peak memory actually allocated while a block of work runs: what a memory plan is compared with.
+
+* On a GPU: ``torch.cuda.max_memory_allocated`` since the block began (tensors only, not the allocator's cache).
+* On CPU: bytes handed out by ``malloc`` and not yet freed (glibc's ``mallinfo2``: in-use heap chunks plus mmapped
+  chunks), sampled by a background thread every ``period_s``, minus the value when the block began. This is the
+  CPU counterpart of allocated CUDA memory; the resident set (RSS) is not, because glibc keeps freed arenas and RSS
+  only grows across stages. Without glibc the sampler falls back to RSS and says so.
+
+Written by hand: PyTorch has no peak-allocation counter for CPU tensors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from typing import Any
+
+import psutil
+import torch
+
+MIB = 2**20
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def _mallinfo_reader():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+
+    def read() -> int:
+        info = libc.mallinfo2()
+        return int(info.uordblks + info.hblkhd)
+
+    return read
+
+
+def _rss() -> int:
+    return psutil.Process(os.getpid()).memory_info().rss
+
+
+class PeakMemory:
+    """``with PeakMemory(device) as peak: ...`` then ``peak.mib``: the peak allocated during the block (MiB)."""
+
+    def __init__(self, device: torch.device, period_s: float = 0.02):
+        self.device, self.period_s = device, period_s
+        self._read = _mallinfo_reader() if device.type != "cuda" else None
+        self.measure = (
+            "cuda max_memory_allocated"
+            if device.type == "cuda"
+            else ("malloc in use (mallinfo2)" if self._read else "process RSS (no mallinfo2 here)")
+        )
+        self._start = self._peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self._peak = max(self._peak, (self._read or _rss)())
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._start = self._peak = (self._read or _rss)()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, (self._read or _rss)())
+
+    def now_mib(self) -> float:
+        """Memory allocated right now (MiB)."""
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device) / MIB
+        return (self._read or _rss)() / MIB
+
+    @property
+    def mib(self) -> float:
+        """Peak allocated during the block (MiB), everything included (what was allocated before it, too)."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / MIB
+        return self._peak / MIB
+
+    @property
+    def added_mib(self) -> float:
+        """Peak allocated during the block above what was allocated when it began (MiB)."""
+        return self.mib - self._start / MIB

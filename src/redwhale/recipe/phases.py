@@ -1,0 +1,309 @@
+"""The phases of a run, each a typed function: the config sections and artifacts it takes -> the artifact it makes.
+
+The runner (:mod:`redwhale.recipe.runner`) reads these signatures and nothing else to know what a phase depends on:
+
+* a parameter typed as a config section is that section of the run config, by name (``model: ModelSection``);
+* ``seed: int`` is the run's seed;
+* a parameter typed as an artifact (:mod:`redwhale.recipe.artifacts`) is the output of the phase that makes it;
+* ``Annotated[T, Derived(fn)]`` is a value computed from the config by ``fn`` (the planned training tokens, whether
+  the benchmarks run), hashed like a field;
+* ``ctx: PhaseContext`` is the phase's working folder and the run-level settings that change no result.
+
+A phase's hash covers exactly these inputs (plus the content of the input files they name), so a phase can read
+nothing the hash does not cover: a test runs a whole run recording every config field read and checks that each
+field is read, and only by phases whose hash covers it.
+
+Each phase imports its domain entry point inside its body: those modules import torch, transformers and datatrove
+(about 5 s here), and the runner's hashing, ``redwhale status`` and ``--help`` must not wait for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from redwhale.config.schema import (
+    CorpusInput,
+    CorpusSection,
+    EnglishSection,
+    EvalSection,
+    ExportSection,
+    ExtendSection,
+    ModelSection,
+    PrepareSection,
+    RunConfig,
+    TokenizerSection,
+    TrainSection,
+)
+from redwhale.core.errors import DataError
+from redwhale.core.progress import PROGRESS_FILE, Progress
+from redwhale.core.source import LoadOptions
+from redwhale.core.text import heldout_sample, training_texts
+from redwhale.evaluate.tasks import benchmark_decision
+from redwhale.recipe.artifacts import (
+    AdaptedTokenizer,
+    Evaluation,
+    Exported,
+    ExtendedModel,
+    PreparedCorpus,
+    Report,
+    TrainedModel,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A phase input computed from the config. ``probes``: it asks the machine or the network (``redwhale status``
+    does not compute it; the runner computes it once per invocation)."""
+
+    compute: Callable[[RunConfig], Any]
+    probes: bool = False
+
+
+@dataclass(frozen=True)
+class PhaseContext:
+    """What a phase gets besides its inputs: where it works and run-level settings that change no result."""
+
+    work: Path
+    run_name: str
+    cache_dir: Path | None
+
+    def progress(self, what: str, total: float | None = None, unit: str = "it", **kwargs: Any) -> Progress:
+        """A progress display whose state ``redwhale status`` can read (``<phase>.partial/_progress.json``)."""
+        return Progress(what, total, unit, file=self.work / PROGRESS_FILE, **kwargs)
+
+    def load(self, model: ModelSection) -> LoadOptions:
+        """How this run loads models (``model.revision``, ``trust_remote_code``, ``dtype``; the GGUF cache)."""
+        return LoadOptions(model.revision, model.trust_remote_code, model.dtype, self.cache_dir)
+
+
+# ----------------------------------------------------------------------------------------------------- text helpers
+def read_texts(inputs: list[CorpusInput], text_unit: str = "paragraph") -> Iterator[str]:
+    from redwhale.corpus.readers import iter_texts
+
+    return iter_texts(inputs, text_unit=text_unit)
+
+
+def korean_heldout(prepared: PreparedCorpus, max_chars: int, seed: int) -> list[str]:
+    """A fixed sample of the held-out split of the prepared corpus."""
+    sample = heldout_sample(read_texts(prepared.split("heldout")), max_chars, seed, heldout_only=False)
+    if not sample:
+        raise DataError("the held-out split is empty: raise corpus.heldout_fraction or add text")
+    return sample
+
+
+def english_heldout(english: EnglishSection, max_chars: int, seed: int) -> list[str]:
+    """English for measuring forgetting: the held-out part of the English inputs, else the Python reference."""
+    if english.inputs:
+        texts = read_texts(english.inputs, english.text_unit)
+        return heldout_sample(texts, max_chars, seed, english.heldout_fraction, heldout_only=True)
+    from redwhale.corpus.bundled import python_docs_english
+
+    return heldout_sample(python_docs_english(unit="paragraph"), max_chars, seed, heldout_only=False)
+
+
+def english_replay(english: EnglishSection, seed: int) -> Iterator[str] | None:
+    """The English texts replayed in training (never those held out to measure forgetting)."""
+    if not english.inputs:
+        return None
+    return training_texts(read_texts(english.inputs, english.text_unit), seed, english.heldout_fraction)
+
+
+# ----------------------------------------------------------------------------------------------------------- derived
+def planned_training_tokens(cfg: RunConfig) -> int:
+    """Tokens the schedule will train on (the budget the vocabulary size is chosen for)."""
+    return sum(cfg.train.stage_tokens())
+
+
+def resolve_benchmarks(cfg: RunConfig) -> dict[str, Any]:
+    """Whether the benchmark tasks run, and why; ``auto`` is decided here, once per run invocation."""
+    return benchmark_decision(cfg.eval)
+
+
+# ------------------------------------------------------------------------------------------------------------ phases
+def prepare_phase(ctx: PhaseContext, corpus: CorpusSection, prepare: PrepareSection, seed: int) -> PreparedCorpus:
+    """Clean the corpus: normalise, filter, mask personal data, deduplicate, split."""
+    from redwhale.corpus.pipeline import prepare as run_pipeline
+
+    summary = run_pipeline(corpus, prepare, ctx.work, seed, progress=ctx.progress)
+    return PreparedCorpus(ctx.work, summary["documents_kept"])
+
+
+def tokenizer_phase(
+    ctx: PhaseContext,
+    model: ModelSection,
+    corpus: CorpusSection,
+    tokenizer: TokenizerSection,
+    seed: int,
+    training_tokens: Annotated[int, Derived(planned_training_tokens)],
+    prepared: PreparedCorpus,
+) -> AdaptedTokenizer:
+    """Sweep the vocabulary sizes (one training at the largest), choose the size, merge."""
+    from redwhale.tokenizer.adapt import adapt_tokenizer
+
+    out = AdaptedTokenizer(ctx.work)
+    heldout = list(read_texts(prepared.split("heldout")))
+    result = adapt_tokenizer(
+        model.base,
+        read_texts(prepared.split("train")),
+        heldout,
+        tokenizer,
+        corpus.script,
+        out.sweep_dir,
+        out.merged,
+        seed,
+        training_tokens,
+        ctx.load(model),
+        ctx.progress,
+    )
+    return AdaptedTokenizer(ctx.work, result["chosen_size"], result["added_tokens"])
+
+
+def extend_phase(
+    ctx: PhaseContext,
+    model: ModelSection,
+    extend: ExtendSection,
+    english: EnglishSection,
+    seed: int,
+    prepared: PreparedCorpus,
+    tokenizer: AdaptedTokenizer,
+) -> ExtendedModel:
+    """Compare init methods (before any training), then save the model extended with the configured one."""
+    from redwhale.models.adapt import extend_and_compare
+
+    out = ExtendedModel(ctx.work, extend.init)
+    extend_and_compare(
+        model.base,
+        tokenizer.merged,
+        extend,
+        read_texts(prepared.split("train")),
+        korean_heldout(prepared, extend.eval_chars, seed) if extend.compare else [],
+        english_heldout(english, extend.eval_chars, seed) if extend.compare else [],
+        out.model,
+        out.compare_dir,
+        seed,
+        ctx.load(model),
+        ctx.progress,
+    )
+    return out
+
+
+def train_phase(
+    ctx: PhaseContext,
+    model: ModelSection,
+    train: TrainSection,
+    english: EnglishSection,
+    seed: int,
+    prepared: PreparedCorpus,
+    extended: ExtendedModel,
+) -> TrainedModel:
+    """The stages; continues from the newest checkpoint when the phase was interrupted."""
+    from redwhale.train.run import train_schedule
+
+    out = TrainedModel(ctx.work)
+    summary = train_schedule(
+        extended.model,
+        read_texts(prepared.split("train")),
+        english_replay(english, seed),
+        train,
+        ctx.work,
+        seed,
+        model.dtype,
+        ctx.run_name,
+        resume=True,
+        trust_remote_code=model.trust_remote_code,
+    )
+    return TrainedModel(out.root, summary["tokens"])
+
+
+def eval_phase(
+    ctx: PhaseContext,
+    model: ModelSection,
+    eval: EvalSection,  # noqa: A002 (the section's name in the config)
+    english: EnglishSection,
+    seed: int,
+    benchmarks: Annotated[dict, Derived(resolve_benchmarks, probes=True)],
+    prepared: PreparedCorpus,
+    trained: TrainedModel,
+) -> Evaluation:
+    """Base and adapted model on the same held-out Korean and English text, the benchmark tasks and the prompts."""
+    from redwhale.evaluate.run import evaluate_pair
+
+    out = Evaluation(ctx.work, benchmarks["run"], benchmarks["why"])
+    log.info("benchmarks: %s (%s)", "run" if benchmarks["run"] else "skipped", benchmarks["why"])
+    evaluate_pair(
+        model.base,
+        trained.model,
+        korean_heldout(prepared, eval.korean_chars, seed),
+        english_heldout(english, eval.english_chars, seed),
+        eval,
+        benchmarks,
+        out.base_json,
+        out.adapted_json,
+        out.compare_md,
+        ctx.load(model),
+        ctx.progress,
+    )
+    return out
+
+
+def export_phase(ctx: PhaseContext, model: ModelSection, export: ExportSection, trained: TrainedModel) -> Exported:
+    """GGUF files and the chat vector, when the config asks for them."""
+    from redwhale.export.run import export_all
+
+    out = Exported(ctx.work, tuple(export.gguf), export.chat_vector is not None)
+    export_all(model.base, trained.model, export, out.root, out.gguf, out.chat_model, out.summary_json, ctx.load(model))
+    return out
+
+
+def report_phase(
+    ctx: PhaseContext,
+    model: ModelSection,
+    prepared: PreparedCorpus,
+    tokenizer: AdaptedTokenizer,
+    extended: ExtendedModel,
+    trained: TrainedModel,
+    evaluation: Evaluation,
+    exported: Exported,
+) -> Report:
+    """The HTML report and its Markdown twin."""
+    from redwhale.recipe.report import write_report
+
+    write_report(
+        ctx.work,
+        f"redwhale run {ctx.run_name}: {model.base} → Korean",
+        prepared=prepared,
+        tokenizer=tokenizer,
+        extended=extended,
+        trained=trained,
+        evaluation=evaluation,
+        exported=exported,
+    )
+    return Report(ctx.work)
+
+
+#: The phases, in order: (name, function).
+PHASES: list[tuple[str, Callable[..., Any]]] = [
+    ("prepare", prepare_phase),
+    ("tokenizer", tokenizer_phase),
+    ("extend", extend_phase),
+    ("train", train_phase),
+    ("eval", eval_phase),
+    ("export", export_phase),
+    ("report", report_phase),
+]
+
+
+def progress_of(work: Path) -> dict[str, Any] | None:
+    """The last progress a phase's working folder recorded (see :meth:`PhaseContext.progress`)."""
+    path = work / PROGRESS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

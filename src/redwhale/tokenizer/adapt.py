@@ -1,0 +1,130 @@
+"""The tokenizer phase as one function: sweep the sizes, choose one, merge it into the base.
+
+How the size is chosen (``tokenizer.size``):
+
+* a number: that size;
+* ``knee``: the Kneedle knee of the (REC, RIC) curve over ``tokenizer.sizes`` (the paper's rule: where more
+  vocabulary stops paying for itself in sequence length);
+* ``auto`` (the default): the knee, unless the training budget is too small to train that many new rows. A new
+  token's embedding and head rows only learn from the positions where it occurs, so each size is scored by how often
+  its new tokens would occur in the planned training tokens: its held-out frequency per token (the sweep measures it)
+  times the budget. ``auto`` takes the largest measured size, up to the knee, whose new tokens reach
+  ``min_occurrences`` at the ``occurrence_quantile`` (by default, half of the new tokens occur at least that often).
+  Sizes below the smallest swept one are measured too (halving down to 500) so that a small budget still gets a
+  size. The rule, the budget and every size's expected occurrences are written to ``choice.json`` and the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from redwhale.config.schema import TokenizerSection
+from redwhale.core.io import atomic_write_json
+from redwhale.core.progress import ProgressFactory, no_file_progress
+from redwhale.core.source import LoadOptions
+from redwhale.tokenizer.merge import merge_tokenizers
+from redwhale.tokenizer.sweep import QUANTILES, sweep
+
+SMALLEST_AUTO_SIZE = 500
+
+
+def ladder(sizes: list[int]) -> list[int]:
+    """Sizes below the smallest swept size, halving down to :data:`SMALLEST_AUTO_SIZE`."""
+    out, size = [], min(sizes) // 2
+    while size >= SMALLEST_AUTO_SIZE:
+        out.append(size)
+        size //= 2
+    return out
+
+
+def _quantile_key(q: float) -> str:
+    """The sweep's frequency quantile for "a share ``1 - q`` of new tokens reach it" (QUANTILES has every key)."""
+    assert any(abs(q - x) < 1e-9 for x in QUANTILES), q
+    return f"q{round(q * 100):02d}"
+
+
+def choose_size(result: dict[str, Any], section: TokenizerSection, training_tokens: int) -> dict[str, Any]:
+    """The size to merge and why (see the module docstring)."""
+    knee = result["chosen_size"]
+    rows = result["rows"]
+    key = _quantile_key(1 - section.occurrence_quantile)
+    expected = {r["size"]: r["new_token_frequency"].get(key, 0.0) * training_tokens for r in rows}
+    choice: dict[str, Any] = {
+        "mode": section.size if isinstance(section.size, str) else "fixed",
+        "knee": knee,
+        "training_tokens": training_tokens,
+        "min_occurrences": section.min_occurrences,
+        "occurrence_quantile": section.occurrence_quantile,
+        "expected_occurrences": {str(s): round(v, 2) for s, v in expected.items()},
+    }
+    if isinstance(section.size, int):
+        return {**choice, "size": section.size, "why": "tokenizer.size is set"}
+    if section.size == "knee":
+        return {**choice, "size": knee, "why": "the RIC/REC knee"}
+    eligible = [s for s, v in expected.items() if s <= knee and v >= section.min_occurrences]
+    if eligible and max(eligible) == knee:
+        return {**choice, "size": knee, "why": "the knee: its new tokens occur often enough in the budget"}
+    if eligible:
+        size = max(eligible)
+        why = (
+            f"the budget ({training_tokens:,} tokens) is too small for the knee ({knee:,}): {size:,} is the largest "
+            f"size whose new tokens occur >= {section.min_occurrences:g} times at the "
+            f"{section.occurrence_quantile:.0%} quantile"
+        )
+        return {**choice, "size": size, "why": why}
+    size = min(expected)
+    return {**choice, "size": size, "why": f"no size reaches {section.min_occurrences:g} occurrences: the smallest"}
+
+
+def adapt_tokenizer(
+    base_spec: str,
+    train_texts: Iterable[str],
+    heldout: list[str],
+    section: TokenizerSection,
+    script: str,
+    sweep_dir: Path,
+    merged_dir: Path,
+    seed: int,
+    training_tokens: int,
+    load: LoadOptions | None = None,
+    progress: ProgressFactory = no_file_progress,
+) -> dict[str, Any]:
+    """Sweep into ``sweep_dir``, choose, merge into ``merged_dir``; the choice goes to ``choice.json`` beside them."""
+    extra = ladder(section.sizes) if section.size == "auto" else []
+    if isinstance(section.size, int):
+        extra = [section.size]
+    result = sweep(
+        base_spec,
+        train_texts,
+        section,
+        script,
+        sweep_dir,
+        seed,
+        heldout,
+        extra_sizes=extra,
+        load=load,
+        progress=progress,
+    )
+    choice = choose_size(result, section, training_tokens)
+    report = merge_tokenizers(
+        base_spec,
+        sweep_dir / "new-tokenizer",
+        merged_dir,
+        script,
+        section.pad_to_multiple_of,
+        choice["size"],
+        load,
+        {"korean": heldout[:200]},
+    )
+    row = next((r for r in result["rows"] if r["size"] == choice["size"]), None)
+    choice.update(
+        added_tokens=report["added_tokens"],
+        merged_size=report["merged_size"],
+        chars_per_token=row["chars_per_token"] if row else None,
+        base_chars_per_token=result["base_chars_per_token"],
+        audit=report["audit"],
+    )
+    atomic_write_json(merged_dir.parent / "choice.json", choice)
+    return {"chosen_size": choice["size"], "added_tokens": report["added_tokens"], "choice": choice}
