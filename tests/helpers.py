@@ -320,3 +320,20 @@ def tiny_config(tmp_path: Path, model: Path, lr: float = 0.01, documents: int = 
             "english_prompts": ["The capital"],
         },
     }
+
+
+def perturb_model(model_dir: Path, out: Path, seed: int = 7, std: float = 0.01) -> Path:
+    """A stand-in "instruct" model: ``model_dir`` with seeded Gaussian noise added to every parameter (a tied matrix
+    once), saved with its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param += std * torch.randn(param.shape, generator=generator)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(out)
+    return out

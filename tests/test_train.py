@@ -215,9 +215,7 @@ def test_auto_micro_batch_keeps_the_global_batch(tmp_path, extended_tied_dir):
 def test_a_stage_that_cannot_fit_stops_before_the_model_loads(tmp_path, extended_tied_dir, monkeypatch):
     monkeypatch.setattr("redwhale.train.loop.device_memory_gib", lambda device: 1e-6)
     loaded = []
-    monkeypatch.setattr(
-        "redwhale.train.loop.AutoModelForCausalLM.from_pretrained", lambda *a, **k: loaded.append(a) or None
-    )
+    monkeypatch.setattr("redwhale.train.loop.load_model", lambda *a, **k: loaded.append(a) or None)
     with pytest.raises(ConfigError, match=r"stage 'odd' does not fit: .* GiB planned at micro-batch 1"):
         train_schedule(extended_tied_dir, CORPUS, None, tiny_train([stage("odd", layers="odd")]), tmp_path / "w")
     assert not loaded

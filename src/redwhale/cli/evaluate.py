@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -62,7 +63,9 @@ def evaluate(
     source = iter_texts(corpus_inputs(english, text_field, None)) if english else python_docs_english(unit="paragraph")
     english_texts = heldout_sample(source, eval.english_chars, heldout_only=False)
     decision = benchmark_decision(eval)
-    typer.echo(f"benchmarks: {'run' if decision['run'] else 'skipped'} ({decision['why']})", err=True)
+    logging.getLogger("redwhale.eval").info(
+        "benchmarks: %s (%s)", "run" if decision["run"] else "skipped", decision["why"]
+    )
     results = run_eval(model, out, korean_texts, english_texts, eval, decision["run"], base_tokenizer=base_tokenizer)
     for key, value in flatten(results).items():
         typer.echo(f"{key:>40}: {value:.4f}")

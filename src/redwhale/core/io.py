@@ -72,11 +72,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temporary_file(path.parent, path.name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if fsync:
-                os.fsync(handle.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

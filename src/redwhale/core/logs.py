@@ -35,5 +35,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error() if level > logging.DEBUG else hf_logging.set_verbosity_warning()
+        # transformers draws a bar for every checkpoint it loads or writes: noise beside our own progress
+        hf_logging.disable_progress_bar() if level > logging.DEBUG else hf_logging.enable_progress_bar()
     except ImportError:
         pass

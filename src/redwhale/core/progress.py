@@ -9,11 +9,12 @@ stands while it runs and after it was killed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,22 @@ class Progress:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def library_bars() -> Iterator[None]:
+    """Within the block, third-party tqdm bars (lm-eval's requests, transformers' GGUF conversion) follow our
+    verbosity: hidden when progress is (``-q``); tqdm reads ``TQDM_DISABLE`` when a bar is created."""
+    previous = os.environ.get("TQDM_DISABLE")
+    if not log.isEnabledFor(logging.INFO):
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
 
 
 #: What phases hand to long-running functions: ``progress(what, total, unit)`` -> a :class:`Progress`.

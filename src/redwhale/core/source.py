@@ -27,6 +27,7 @@ from typing import Literal
 
 from redwhale.core.errors import ModelSourceError
 from redwhale.core.io import atomic_dir, atomic_write_json, file_hash
+from redwhale.core.progress import library_bars
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def _gguf_cache_entry(gguf_path: Path, cache_dir: Path) -> Path:
     check_gguf(gguf_path)
     log.info("dequantising %s into %s (once; later loads use the cache)", gguf_path.name, entry)
     start = time.perf_counter()
-    with atomic_dir(entry) as tmp:
+    with atomic_dir(entry) as tmp, library_bars():
         _convert_gguf(gguf_path, tmp)
         atomic_write_json(
             tmp / "redwhale_source.json",
@@ -205,6 +206,8 @@ def resolve_dtype(name: str, device: str | None = None):
     """``auto`` is bfloat16 on a CUDA device that supports it, float32 otherwise."""
     import torch
 
+    if not isinstance(name, str):
+        return name
     if name != "auto":
         return getattr(torch, name)
     on_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
@@ -243,7 +246,8 @@ def load_model(
     trust_remote_code: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ):
-    """Load a causal LM from any supported source, safetensors first and without remote code unless asked."""
+    """Load a causal LM from any supported source, safetensors first and without remote code unless asked
+    (``dtype``: auto, float32, bfloat16, float16, or a torch dtype)."""
     from transformers import AutoModelForCausalLM
 
     source = resolve(spec, revision)
@@ -256,10 +260,20 @@ def load_model(
     except OSError as exc:
         if source.kind == "hub":
             raise _hub_error(source, exc) from None
-        raise ModelSourceError(f"cannot load model {source.describe()}: {exc}") from None
+        raise ModelSourceError(f"cannot load model {source.describe()}: {_first_line(exc)}") from None
+    except Exception as exc:  # safetensors raises SafetensorError (not an OSError) for a truncated or corrupt file
+        if type(exc).__name__ != "SafetensorError" and not isinstance(exc, ValueError):
+            raise
+        raise ModelSourceError(
+            f"cannot load model {source.describe()}: its weights are truncated or corrupt ({_first_line(exc)})"
+        ) from None
     if device:
         model.to(device)
     return model
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def load_tokenizer(

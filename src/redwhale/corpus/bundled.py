@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from pydoc_data.topics import topics
 
 from redwhale.core.errors import DataError
 
@@ -17,7 +18,6 @@ from redwhale.core.errors import DataError
 def python_docs_english(min_chars: int = 200, unit: str = "topic") -> list[str]:
     """The English of the Python reference: one document per topic, or per paragraph (blank-line separated), keeping
     those of at least ``min_chars`` characters."""
-    from pydoc_data.topics import topics
 
     texts = [text.strip() for _, text in sorted(topics.items())]
     if unit == "paragraph":

@@ -26,6 +26,7 @@ from collections import Counter
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
+from redwhale.core.errors import RedwhaleError
 from redwhale.core.scripts import Script, get_script
 
 _RUN = re.compile(r"(.)\1{4,}")  # a character repeated five times or more
@@ -60,8 +61,6 @@ class ScriptFilter(BaseFilter):
             try:
                 import fasttext
             except ImportError:
-                from redwhale.core.errors import RedwhaleError
-
                 raise RedwhaleError("prepare.lid_model needs the fasttext package: pip install fasttext") from None
             self._lid = fasttext.load_model(self.lid_model_path)
         return self._lid

@@ -7,8 +7,10 @@ import html
 import re
 import unicodedata
 
+import ftfy
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
+from ftfy.badness import is_bad
 
 # C0/C1 controls except tab and newline; zero-width characters, word joiner, BOM, soft hyphen
 _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200d\u2060\ufeff]")
@@ -56,16 +58,12 @@ def normalize_text(
         if counts is not None:
             counts[key] = counts.get(key, 0) + 1
 
-    if fix_mojibake:
-        import ftfy
-        from ftfy.badness import is_bad
-
-        if is_bad(text):  # cheap detector first: ftfy's full repair is slow and most text is fine
-            # the encoding repair only: fix_text would also uncurl quotes and narrow full-width characters
-            fixed = ftfy.fix_encoding(text)
-            if fixed != text:
-                text = fixed
-                hit("mojibake_fixed")
+    if fix_mojibake and is_bad(text):  # cheap detector first: ftfy's full repair is slow and most text is fine
+        # the encoding repair only: fix_text would also uncurl quotes and narrow full-width characters
+        fixed = ftfy.fix_encoding(text)
+        if fixed != text:
+            text = fixed
+            hit("mojibake_fixed")
     normalized = unicodedata.normalize("NFC", text)
     if normalized != text:
         text = normalized

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
+import pyarrow.parquet as pq
 from datatrove.data import Document
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
@@ -151,6 +152,18 @@ def check_inputs(inputs: Iterable[CorpusInput]) -> None:
             raise DataError(f"corpus input not found: {spec.path}")
         if all(Path(f).stat().st_size == 0 for f in files):
             raise DataError(f"corpus input is empty: {spec.path} ({len(files)} file{'s' if len(files) > 1 else ''})")
+        fmt = spec.format if spec.format != "auto" else detect_format(spec.path)
+        if fmt == "parquet":
+            _check_parquet_column(files, spec.text_field)
+
+
+def _check_parquet_column(files: list[str], column: str) -> None:
+    for name in files:
+        if not name.lower().endswith(PARQUET_SUFFIXES):
+            continue
+        names = pq.read_schema(name).names
+        if column not in names:
+            raise DataError(f"{name} has no column {column!r} (columns: {', '.join(names)}); set text_field")
 
 
 def _check_hf_dataset(spec: CorpusInput) -> None:

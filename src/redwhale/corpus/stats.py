@@ -7,16 +7,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+from datatrove.utils.stats import PipelineStats
+
+
+def _stage_stats(stage: Path) -> PipelineStats | None:
+    """The stats of every task of one stage, summed from the per-task files. datatrove's merged ``stats.json`` only
+    covers the tasks run by the last invocation, so after a resume it would lose the tasks that were skipped."""
+    tasks = sorted((stage / "stats").glob("*.json"))
+    if not tasks:
+        return None
+    return sum((PipelineStats.from_json(json.loads(t.read_text())) for t in tasks), start=PipelineStats())
+
 
 def read_stats(logs: Path) -> dict[str, Any]:
-    """datatrove's merged stats of every stage, as ``{stage: {step: {counter: value}}}``."""
+    """datatrove's stats of every stage, summed over its tasks, as ``{stage: {step: {counter: value}}}``."""
     out: dict[str, Any] = {}
     for stage in sorted(p for p in logs.iterdir() if p.is_dir()) if logs.is_dir() else []:
-        path = stage / "stats.json"
-        if not path.is_file():
+        merged = _stage_stats(stage)
+        if merged is None:
             continue
         steps = {}
-        for entry in json.loads(path.read_text()):
+        for entry in json.loads(merged.to_json()):
             counters = {}
             for key, value in entry.get("stats", {}).items():
                 counters[key] = value.get("total", value) if isinstance(value, dict) else value

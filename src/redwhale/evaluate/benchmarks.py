@@ -4,32 +4,15 @@ data comes from is the plugins' business (:mod:`redwhale.evaluate.tasks`)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from redwhale.core.progress import library_bars
 from redwhale.evaluate.harness import require_lm_eval, task_manager, task_metrics
-from redwhale.evaluate.tasks import harness_tasks
+from redwhale.evaluate.tasks import harness_folders, harness_tasks
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _library_bars(shown: bool) -> Iterator[None]:
-    """lm-eval draws its own tqdm bars; ``-q`` hides them (tqdm reads ``TQDM_DISABLE``), for this call only."""
-    previous = os.environ.get("TQDM_DISABLE")
-    if not shown:
-        os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
 
 
 def run_benchmarks(
@@ -49,10 +32,9 @@ def run_benchmarks(
 
     entries = harness_tasks(tasks, data, split)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    shown = logging.getLogger("redwhale.progress").isEnabledFor(logging.INFO)
     out: dict[str, Any] = {}
     for k in shots:
-        with _library_bars(shown):
+        with library_bars():
             raw = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=entries,
@@ -60,7 +42,7 @@ def run_benchmarks(
                 limit=limit,
                 log_samples=False,
                 bootstrap_iters=0,
-                task_manager=task_manager(),
+                task_manager=task_manager(harness_folders(tasks)),
             )
         out[f"{k}-shot"] = task_metrics(raw)
     return out

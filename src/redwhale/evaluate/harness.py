@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 from redwhale.core.errors import missing_extra
@@ -16,19 +17,24 @@ def require_lm_eval() -> None:
 
 
 @functools.cache
-def task_manager():
-    """The harness's task index, built once per process (indexing its thousands of task files takes seconds)."""
+def task_manager(folders: tuple[str, ...] | None = None):
+    """The harness's task index, built once per process: of its task folders ``folders`` only (milliseconds), or of
+    every task when None (its thousands of task files take tens of seconds to index on a small machine)."""
     require_lm_eval()
-    from lm_eval.tasks import TaskManager  # optional extra: imported when a benchmark runs
+    import lm_eval.tasks  # optional extra: imported when a benchmark runs
 
-    return TaskManager()
+    if folders is None:
+        return lm_eval.tasks.TaskManager()
+    root = Path(lm_eval.tasks.__file__).parent
+    return lm_eval.tasks.TaskManager(include_defaults=False, include_path=[str(root / f) for f in folders])
 
 
-def harness_config(task: str) -> dict[str, Any]:
-    """The harness's own YAML config of ``task`` (prompts, metrics, data source), as a dict."""
+def harness_config(task: str, folder: str | None = None) -> dict[str, Any]:
+    """The harness's own YAML config of ``task`` (prompts, metrics, data source), as a dict; ``folder``: the
+    harness's task folder that holds it (indexed alone, fast)."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    index = task_manager()._index
+    index = task_manager((folder,) if folder else None)._index
     if task not in index:
         raise ValueError(f"lm-evaluation-harness has no task {task!r}")
     return load_yaml(index[task].yaml_path, resolve_func=True)

@@ -13,6 +13,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from redwhale.config.schema import ExtendSection
+from redwhale.core.errors import TokenizerError
 from redwhale.core.progress import ProgressFactory, no_file_progress
 from redwhale.core.source import LoadOptions, load_model, load_tokenizer
 from redwhale.models.compare import compare_init
@@ -20,6 +21,15 @@ from redwhale.models.extend import calibration_data, extend, save_extended
 from redwhale.models.init import METHODS
 
 log = logging.getLogger(__name__)
+
+
+def load_merged_tokenizer(folder: Path):
+    """A merged tokenizer folder, or one clear error when it is not one (missing or broken files)."""
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TokenizerError(f"{folder} is not a usable tokenizer folder (merge one first): {first}") from None
 
 
 def extend_and_compare(
@@ -42,9 +52,9 @@ def extend_and_compare(
     ``section.calibration_chars`` characters fits the calibrated offsets."""
     load = load or LoadOptions()
     started = time.perf_counter()
+    merged = load_merged_tokenizer(merged_dir)  # before the model: a broken folder fails at once
     base = load_model(base_spec, **load.model_kwargs(dtype="float32"))
     base_tokenizer = load_tokenizer(base_spec, **load.tokenizer_kwargs())
-    merged = AutoTokenizer.from_pretrained(str(merged_dir))
     methods = [*section.compare, section.init]
     calibration: tuple[list[str], Any] = ([], None)
     if any(METHODS[m].calibrated for m in methods if m in METHODS):

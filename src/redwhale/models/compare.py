@@ -45,7 +45,9 @@ def compare_init(
         rows: dict[str, Any] = {"base": _score(base, base_tokenizer, korean, english, window)}
         bar.update(1, method="base")
         for method in methods:
-            rows[method] = _one_method(base, base_tokenizer, merged, method, korean, english, calibration, seed, window)
+            rows[method] = _one_method(
+                base, base_tokenizer, merged, method, korean, english, calibration, seed, window, progress
+            )
             if keep is not None and method == keep[0] and "report" in rows[method]:
                 save_extended(rows[method].pop("model"), merged, keep[1], rows[method]["report"])
             rows[method].pop("model", None)
@@ -70,12 +72,21 @@ def compare_init(
     return result
 
 
-def _one_method(base, base_tokenizer, merged, method, korean, english, calibration, seed, window) -> dict[str, Any]:
+def _one_method(
+    base, base_tokenizer, merged, method, korean, english, calibration, seed, window, progress
+) -> dict[str, Any]:
     if METHODS[method].needs_untied_head and is_tied(base):
         return {"skipped": f"{method} needs an untied LM head"}
     model = copy.deepcopy(base)
     report = extend(
-        model, base_tokenizer, merged, method, calibration_texts=calibration[0], counts=calibration[1], seed=seed
+        model,
+        base_tokenizer,
+        merged,
+        method,
+        calibration_texts=calibration[0],
+        counts=calibration[1],
+        seed=seed,
+        progress=progress,
     )
     row = _score(model, merged, korean, english, window)
     if "calibration" in report:

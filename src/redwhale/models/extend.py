@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import GenerationConfig
 
 from redwhale.core.errors import RedwhaleError, TokenizerError
 from redwhale.core.io import atomic_dir, atomic_write_json
+from redwhale.core.progress import ProgressFactory, no_file_progress
 from redwhale.models.init import METHODS, calibrate, decompose, initial_rows
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ def extend(
     calibration_texts: Sequence[str] = (),
     counts: torch.Tensor | None = None,
     seed: int = 0,
+    progress: ProgressFactory = no_file_progress,
 ) -> dict[str, Any]:
     """Resize ``model`` to ``merged_tokenizer`` in place and initialise the new rows by ``method``.
 
@@ -123,7 +126,13 @@ def extend(
         if counts is None:
             counts = count_tokens(merged_tokenizer, list(calibration_texts))
         report["calibration"] = calibrate(
-            model, merged_tokenizer, list(calibration_texts), counts[base_size:merged_size], pieces, base_size
+            model,
+            merged_tokenizer,
+            list(calibration_texts),
+            counts[base_size:merged_size],
+            pieces,
+            base_size,
+            progress=progress,
         ).as_dict()
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
@@ -131,7 +140,6 @@ def extend(
 
 def save_extended(model, tokenizer, out: Path, report: dict[str, Any]) -> Path:
     """Write a plain Hugging Face folder (atomically)."""
-    from transformers import GenerationConfig
 
     model.config.vocab_size = model.get_input_embeddings().weight.shape[0]
     if model.generation_config is None:

@@ -8,6 +8,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoConfig
+
 from redwhale.core.source import load_tokenizer, materialize, resolve
 
 
@@ -32,7 +34,6 @@ def count_safetensors_params(folder: Path) -> int | None:
 
 def model_info(spec: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Resolve, materialise and describe a model without loading its weights."""
-    from transformers import AutoConfig
 
     source = resolve(spec)
     target = materialize(source, cache_dir)

@@ -37,6 +37,7 @@ import torch
 
 from redwhale.core.bpb import document_windows
 from redwhale.core.errors import RedwhaleError
+from redwhale.core.progress import ProgressFactory, no_file_progress
 
 log = logging.getLogger(__name__)
 RIDGE = 1.0  # lambda above, relative to the mean variance of the hidden dimensions
@@ -221,8 +222,9 @@ def offset_features(counts: torch.Tensor, pieces: list[list[int]]) -> torch.Tens
 
 
 @torch.no_grad()
-def collect_hidden(model, windows, max_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Final hidden states before each scored target of ``windows`` and the targets, at most ``max_positions``."""
+def collect_hidden(model, windows, max_positions: int, bar=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states before each scored target of ``windows`` and the targets, at most ``max_positions``
+    (``bar``: a :class:`~redwhale.core.progress.Progress` over positions)."""
     device = next(model.parameters()).device
     backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
     hidden, targets = [], []
@@ -234,6 +236,8 @@ def collect_hidden(model, windows, max_positions: int) -> tuple[torch.Tensor, to
         hidden.append(states[[p - 1 for p in positions]].float().cpu())
         targets.append(torch.tensor([window.ids[p] for p in positions]))
         total += len(positions)
+        if bar is not None:
+            bar.update(len(positions))
         if total >= max_positions:
             break
     return torch.cat(hidden)[:max_positions], torch.cat(targets)[:max_positions]
@@ -247,6 +251,7 @@ def calibrate(
     pieces: list[list[int]],
     base_size: int,
     max_positions: int = 16384,
+    progress: ProgressFactory = no_file_progress,
 ) -> Calibration:
     """Fit and apply the logit offsets of the new tokens (see ``calibrated`` in the module doc), in place."""
 
@@ -255,7 +260,8 @@ def calibrate(
     was_training = model.training
     model.eval()
     windows, _, _ = document_windows(tokenizer, texts, window=1024, stride=512)
-    hidden, targets = collect_hidden(model, windows, max_positions)
+    with progress("calibration", total=max_positions, unit="position") as bar:
+        hidden, targets = collect_hidden(model, windows, max_positions, bar)
     head = model.get_output_embeddings().weight
     direction = bias_direction(hidden)
     features = offset_features(counts, pieces)

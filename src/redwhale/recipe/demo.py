@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from redwhale.config import load_config
 from redwhale.core.errors import ConfigError
+from redwhale.recipe.runner import run
 
 
 def demo_config_path() -> Path:
@@ -24,8 +26,6 @@ def demo_config_path() -> Path:
 
 def run_demo(run_dir: str | Path | None = None) -> dict[str, Any]:
     """Run the demo config (resumably, like ``redwhale run``); returns the runner's result."""
-    from redwhale.config import load_config
-    from redwhale.recipe.runner import run
 
     cfg = load_config(demo_config_path())
     if run_dir is not None:

@@ -31,6 +31,8 @@ from redwhale.recipe.artifacts import (
     TrainedModel,
     read_json,
 )
+from redwhale.recipe.plan import artifact_of
+from redwhale.recipe.rundir import RunDir
 from redwhale.train.metrics import read_metrics
 
 matplotlib.use("Agg")
@@ -356,9 +358,6 @@ def write_report(
 def report_now(run_root: Path, out: Path | None = None) -> Path:
     """A report of a run as it stands (finished phases, and the training so far), written to ``out`` (default
     ``<run>/report-now``) without touching the run's own folders."""
-    from redwhale.recipe.plan import artifact_of
-    from redwhale.recipe.rundir import RunDir
-
     run_dir = RunDir(run_root)
     made = {name: artifact_of(run_dir, name) for name in ("prepare", "tokenizer", "extend", "train", "eval", "export")}
     running = made["train"] is None and (run_root / "train.partial").is_dir()

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentencepiece import sentencepiece_model_pb2 as model_pb2
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer
+
 from redwhale.core.errors import TokenizerError
 from redwhale.core.io import atomic_dir, atomic_write_json
 from redwhale.core.scripts import Script, get_script
@@ -66,8 +70,6 @@ class NewTokenizer:
 def sentencepiece_candidates(sp_model: Path | None, data: dict[str, Any]) -> list[str]:
     """Normal pieces of a SentencePiece model: characters first, then multi-character pieces by score."""
     if sp_model is not None:
-        from sentencepiece import sentencepiece_model_pb2 as model_pb2
-
         proto = model_pb2.ModelProto()
         proto.ParseFromString(sp_model.read_bytes())
         normal = [(p.piece, p.score) for p in proto.pieces if p.type == 1]
@@ -98,7 +100,6 @@ class MergedTokenizer:
         return self.base_size + len(self.added) + len(self.padding)
 
     def backend(self):
-        from tokenizers import Tokenizer
 
         return Tokenizer.from_str(json.dumps(self.data, ensure_ascii=False))
 
@@ -116,8 +117,6 @@ def plan(base: BaseTokenizer, new: NewTokenizer, script: Script, limit: int | No
 
 def _base_scores(base: BaseTokenizer) -> dict[str, float]:
     if base.sp_model is not None:
-        from sentencepiece import sentencepiece_model_pb2 as model_pb2
-
         proto = model_pb2.ModelProto()
         proto.ParseFromString(base.sp_model.read_bytes())
         return {p.piece: p.score for p in proto.pieces if p.type in (1, 4)}
@@ -178,7 +177,6 @@ def _padding(size: int, multiple: int | None) -> list[str]:
 def _merged_proto(base: BaseTokenizer, pieces: list[str], padding: list[str] | None = None) -> bytes | None:
     if base.sp_model is None:
         return None
-    from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
     proto = model_pb2.ModelProto()
     proto.ParseFromString(base.sp_model.read_bytes())
@@ -196,7 +194,6 @@ def _merged_proto(base: BaseTokenizer, pieces: list[str], padding: list[str] | N
 
 def write(merged: MergedTokenizer, base_hf, out: Path, report: dict[str, Any]) -> Path:
     """Write the merged tokenizer as a Hugging Face folder (atomically) beside its report."""
-    from transformers import AutoTokenizer
 
     with atomic_dir(out) as tmp:
         base_hf.save_pretrained(tmp)
@@ -222,8 +219,8 @@ def merge_tokenizers(
 ) -> dict[str, Any]:
     """Merge the tokenizer in ``new_dir`` (or its first ``size`` tokens) into the base; write and audit the result."""
     script = get_script(script_name)
+    new = NewTokenizer.load(new_dir)  # before the base: a folder without a tokenizer fails at once
     base_hf, base = load_base(base_spec, load)
-    new = NewTokenizer.load(new_dir)
     merge_plan = plan(base, new, script, new.candidates_for_size(size) if size else None)
     merged = build(base, merge_plan, None, pad_to_multiple_of)
     checks = audit(base_hf, merged, script, texts=audit_texts)

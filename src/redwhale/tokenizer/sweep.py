@@ -219,16 +219,19 @@ def sweep(
                 raise TokenizerError(f"size {size} adds no token: it is not larger than what the base already has")
             if row is not None:
                 rows.append(row)
-                log.debug(
-                    "size %6d: +%d tokens, RIC %.3f, %.2f chars/token",
-                    size,
-                    row.added_tokens,
-                    row.ric,
-                    row.chars_per_token,
-                )
-            bar.update(1, size=size)
+            bar.update(1, size=size, ric=row.ric if row else None)
     chosen = knee([r for r in rows if r.size in sizes])
-    result = {
+    timing = {"train": trained - started, "plan": planned - trained, "measure": time.perf_counter() - planned}
+    result = _result(base_spec, base, script, heldout, chars, base_tokens, section, training, rows, sizes, chosen)
+    result.update(candidate_counts=dict(full_plan.counts), seconds={k: round(v, 2) for k, v in timing.items()})
+    atomic_write_json(out / "sweep.json", result)
+    atomic_write_text(out / "sweep.md", sweep_markdown(result))
+    plot_sweep(result, out / "sweep.png")
+    return result
+
+
+def _result(base_spec, base, script, heldout, chars, base_tokens, section, training, rows, sizes, chosen) -> dict:
+    return {
         "base": base_spec,
         "kind": base.kind,
         "script": script.name,
@@ -243,17 +246,7 @@ def sweep(
         "swept_sizes": sizes,
         "chosen_size": chosen,
         "knee_rule": "kneedle on (REC, RIC): farthest point below the chord from the smallest to the largest size",
-        "candidate_counts": dict(full_plan.counts),
-        "seconds": {
-            "train": round(trained - started, 2),
-            "plan": round(planned - trained, 2),
-            "measure": round(time.perf_counter() - planned, 2),
-        },
     }
-    atomic_write_json(out / "sweep.json", result)
-    atomic_write_text(out / "sweep.md", sweep_markdown(result))
-    plot_sweep(result, out / "sweep.png")
-    return result
 
 
 class _capped:

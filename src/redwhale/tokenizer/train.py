@@ -19,9 +19,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
+import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2 as model_pb2
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import LlamaTokenizer, PreTrainedTokenizerFast
+
 from redwhale.core.errors import DataError, TokenizerError
 from redwhale.core.scripts import Script
 from redwhale.tokenizer.base import BaseTokenizer
+from redwhale.tokenizer.merge import NewTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +79,6 @@ def train_bytelevel(
     show_progress: bool = False,
 ):
     """A byte-level BPE of ``vocab_size`` tokens trained on ``texts``, sharing the base's text pipeline."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     shell = Tokenizer.from_str(json.dumps(base.data))
     tokenizer = Tokenizer(models.BPE())
@@ -108,7 +113,6 @@ def train_sentencepiece(
     max_sentences: int = 2_000_000,
 ) -> Path:
     """A SentencePiece BPE with byte fallback of ``vocab_size`` pieces; returns the ``.model`` file."""
-    import sentencepiece as spm
 
     settings = _sentencepiece_settings(base)
     guard = CorpusGuard(texts, script)
@@ -155,7 +159,6 @@ def _sentencepiece_settings(base: BaseTokenizer) -> dict:
     }
     if base.sp_model is None:
         return defaults
-    from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
     proto = model_pb2.ModelProto()
     proto.ParseFromString(base.sp_model.read_bytes())
@@ -178,9 +181,6 @@ def train_new(
 ):
     """Train the standalone tokenizer of the base's kind and save it as a Hugging Face tokenizer folder
     (``tokenizer.json``, plus ``tokenizer.model`` for SentencePiece)."""
-    from transformers import PreTrainedTokenizerFast
-
-    from redwhale.tokenizer.merge import NewTokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     if base.kind == "bytelevel":
@@ -194,7 +194,6 @@ def train_new(
 
 def _sentencepiece_fast(model: Path, out: Path) -> None:
     """Save a SentencePiece model with its fast twin (``tokenizer.json``), as transformers converts it."""
-    from transformers import LlamaTokenizer
 
     tokenizer = LlamaTokenizer(vocab_file=str(model), legacy=False, add_prefix_space=True)
     tokenizer.save_pretrained(str(out))

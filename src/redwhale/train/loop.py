@@ -25,20 +25,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from transformers import AutoConfig, AutoModelForCausalLM
+from peft.tuners.lora import LoraLayer
+from transformers import AutoConfig
 
 from redwhale.config.schema import TrainSection
 from redwhale.core.errors import ConfigError, RedwhaleError
 from redwhale.core.io import atomic_dir, atomic_write_json
 from redwhale.core.memory import PeakMemory
 from redwhale.core.progress import PROGRESS_FILE, Progress, format_seconds
+from redwhale.core.source import load_model
 from redwhale.train import checkpoint as ckpt
 from redwhale.train.data import BlockStream, PackedBlocks, StreamState
 from redwhale.train.loss import CausalLMLoss
-from redwhale.train.metrics import MetricsLogger
+from redwhale.train.metrics import MetricsLogger, read_metrics
 from redwhale.train.optim import OffloadedAdamW, make_optimizer
 from redwhale.train.plan import GIB, batch_layout, plan_config
 from redwhale.train.precision import Precision, apply_dtypes, resolve_precision
@@ -64,16 +67,12 @@ def device_memory_gib(device: torch.device) -> float:
     """What one device offers the plan: the GPU's memory, or on CPU the memory available now."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory / GIB
-    import psutil
-
     return psutil.virtual_memory().available / GIB
 
 
 def merge_lora(peft_model, dtype: torch.dtype):
     """Merge every LoRA adapter into its base weight in float32 (one layer at a time), then drop the adapters; the
     merged weights are stored in ``dtype``."""
-    from peft.tuners.lora import LoraLayer
-
     with torch.no_grad():
         for module in peft_model.modules():
             if isinstance(module, LoraLayer):
@@ -123,9 +122,7 @@ class Trainer:
         self.model_dir = Path(model_dir)
         self.base_rows = self._base_rows()
         self.plans = self._plan()
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=self.precision.frozen, trust_remote_code=trust_remote_code
-        )
+        self.model = load_model(str(model_dir), dtype=self.precision.frozen, trust_remote_code=trust_remote_code)
         self.model.config.use_cache = False
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -195,9 +192,11 @@ class Trainer:
             StreamState.from_dict(state.data) if state.data else None,
         )
         first = state.stage_index + (1 if state.stage_done else 0) if resume_from else 0
-        for index in range(first, len(self.cfg.stages)):
-            mid_stage = resume_from if (resume_from and not state.stage_done and index == state.stage_index) else None
-            state = self._run_stage(index, stream, state, mid_stage)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # stages seed (and restore) the generator; the caller's is kept
+            for index in range(first, len(self.cfg.stages)):
+                resumed = resume_from and not state.stage_done and index == state.stage_index
+                state = self._run_stage(index, stream, state, resume_from if resumed else None)
         self.metrics.close()
         return self._finish()
 
@@ -388,7 +387,7 @@ class Trainer:
             "plan_gib": plan["total_gib"],
             "plan_full_gib": plan["full_finetune_gib"],
             "precision": self.precision.describe(),
-            "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
+            "final_loss": self._final_loss(run.index, losses),
             "resumed_at_step": start_step or None,
         }
         self.summaries = [s for s in self.summaries if s["index"] != run.index] + [summary]
@@ -399,6 +398,13 @@ class Trainer:
         self._checkpoint(self.model, None, state)
         log.info("stage %s done: %d tokens in %.0f s", stage.name, state.tokens, elapsed)
         return state
+
+    def _final_loss(self, index: int, losses: list[float]) -> float | None:
+        """Mean loss of the stage's last 10 steps, from the metrics file when there is one (a resumed stage has only
+        the losses of the steps since the resume in memory)."""
+        logged = [r["loss"] for r in read_metrics(self.work / "logs" / "metrics.jsonl") if r["stage_index"] == index]
+        tail = (logged if len(logged) >= len(losses) else losses)[-10:]
+        return sum(tail) / len(tail) if tail else None
 
     @staticmethod
     def _tied(model) -> bool:

@@ -15,6 +15,8 @@ from typing import Any
 import psutil
 import torch
 
+from redwhale.core.errors import missing_extra
+
 log = logging.getLogger(__name__)
 
 
@@ -64,8 +66,6 @@ class MetricsLogger:
             try:
                 import wandb
             except ImportError:
-                from redwhale.core.errors import missing_extra
-
                 raise missing_extra("wandb", "wandb") from None
             self._wandb = wandb.init(project=wandb_project, name=run_name, config=config or {}, resume="allow")
 

@@ -17,6 +17,7 @@ host step, and offloads gradients only without gradient accumulation (torchao wo
 
 from __future__ import annotations
 
+import optimi  # torch-optimi: Kahan-compensated AdamW for low-precision weights
 import torch
 
 from redwhale.config.schema import TrainSection
@@ -56,8 +57,6 @@ def make_optimizer(groups: list[dict], cfg: TrainSection, device: torch.device, 
             raise missing_extra("bitsandbytes", "cuda") from None
         return bnb.optim.AdamW8bit(groups, betas=betas)
     if cfg.trainable_dtype == "bfloat16":
-        import optimi  # torch-optimi: Kahan-compensated AdamW for low-precision weights
-
         return optimi.AdamW(groups, lr=groups[0]["lr"], betas=betas, eps=1e-8, weight_decay=0.0, kahan_sum=True)
     fused = device.type == "cuda"
     return torch.optim.AdamW(groups, betas=betas, fused=fused, foreach=None if fused else True)

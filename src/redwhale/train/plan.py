@@ -27,9 +27,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch import nn
+from transformers import CONFIG_MAPPING, AttentionInterface, AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from redwhale.config.schema import StageSection, Trainable, TrainSection
 from redwhale.core.errors import ConfigError
+from redwhale.core.source import materialize, resolve
 from redwhale.train.loss import LOSS_CHUNK, CausalLMLoss
 from redwhale.train.optim import offloads_gradients, state_bytes
 from redwhale.train.precision import DTYPES, Precision, apply_dtypes, resolve_precision
@@ -125,14 +128,11 @@ class StagePlan:
 def model_config(spec: str, new_tokens: int, pad_to: int = 64):
     """A transformers config for ``spec`` (a preset name, or anything the model loader accepts), with the
     vocabulary grown by ``new_tokens`` (padded to a multiple of ``pad_to``)."""
-    from transformers import CONFIG_MAPPING, AutoConfig
 
     if spec in PRESETS:
         values = dict(PRESETS[spec])
         config = CONFIG_MAPPING[values.pop("model_type")](**values)
     else:
-        from redwhale.core.source import materialize, resolve
-
         config = AutoConfig.from_pretrained(materialize(resolve(spec)))
     vocab = config.vocab_size + new_tokens
     config.vocab_size = -(-vocab // pad_to) * pad_to if pad_to else vocab
@@ -165,7 +165,6 @@ def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, sca
 
 
 def _meta_model(config, gradient_checkpointing: bool):
-    from transformers import AttentionInterface, AutoModelForCausalLM
 
     AttentionInterface.register("redwhale_probe", _probe_attention)
     with torch.device("meta"):
@@ -224,9 +223,6 @@ def probe(model, sequence_length: int, micro_batch: int, on_gpu: bool) -> Probe:
     gradient flows into its input, and again if its weight trains; attention costs ``4 * s * width`` per token
     forward, twice that backward when a gradient flows into it (no causal discount). Whether a gradient flows is read
     from ``requires_grad`` during the forward, so it is exactly what autograd will compute."""
-    from torch import nn
-    from transformers import DynamicCache
-
     params = {p.untyped_storage()._cdata for p in model.parameters()}
     saved: dict[int, int] = {}
     flops = {"forward": 0.0, "input": 0.0, "weight": 0.0}
@@ -265,18 +261,22 @@ def probe(model, sequence_length: int, micro_batch: int, on_gpu: bool) -> Probe:
     finally:
         for hook in hooks:
             hook.remove()
-    # the LM head's matmul happens inside the fused loss, not in an nn.Linear call
+    _head_and_attention_flops(flops, base, micro_batch, sequence_length, any(hidden_needs_grad))
+    return Probe(sum(saved.values()), flops["forward"], flops["input"], flops["weight"])
+
+
+def _head_and_attention_flops(flops: dict, base, micro_batch: int, sequence_length: int, hidden_grad: bool) -> None:
+    """Add the FLOPs no ``nn.Linear`` hook sees: the LM head (inside the fused loss) and attention."""
     head = base.get_output_embeddings()
     if head is not None:
         head_cost = 2 * head.weight.numel() * micro_batch * (sequence_length - 1)
         flops["forward"] += head_cost
-        flops["input"] += head_cost if any(hidden_needs_grad) else 0
+        flops["input"] += head_cost if hidden_grad else 0
         flops["weight"] += head_cost if head.weight.requires_grad else 0
     for width, needs_grad in _ATTENTION_CALLS:
         attention = 4 * sequence_length * width * micro_batch  # QK^T and AV, per token 2 s w each
         flops["forward"] += attention
         flops["input"] += 2 * attention if needs_grad else 0
-    return Probe(sum(saved.values()), flops["forward"], flops["input"], flops["weight"])
 
 
 def _cast_meta(model, precision: Precision | None) -> None:

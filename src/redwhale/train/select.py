@@ -74,22 +74,13 @@ def _is_norm(module: nn.Module) -> bool:
     return "norm" in type(module).__name__.lower()
 
 
-def select(model: nn.Module, stage: StageSection, base_rows: int) -> Selection:
-    """Set ``requires_grad`` for the stage and build its optimizer groups (LoRA stages: the adapter weights)."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    if stage.lora is not None:
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        if not trainable:
-            raise ConfigError(f"stage {stage.name!r}: LoRA left no trainable parameter")
-        groups = [{"name": "lora", "params": trainable, "lr": stage.lr, "weight_decay": stage.weight_decay}]
-        return _checked(model, Selection([names[id(p)] for p in trainable], groups), stage)
-
+def _row_choices(model: nn.Module, stage: StageSection, base_rows: int, chosen: dict[int, str]) -> list[RowRule]:
+    """Mark the embedding and head tensors the stage trains; rules for tensors whose rows train differently."""
     spec = stage.trainable
     embed = model.get_input_embeddings().weight
     head_module = model.get_output_embeddings()
     head = head_module.weight if head_module is not None else None
-    chosen: dict[int, str] = {}  # id(param) -> group name
-    row_rules: list[RowRule] = []
+    rules: list[RowRule] = []
 
     def rows(param: nn.Parameter, modes: list[str]) -> None:
         modes = [m for m in modes if m != "none"]
@@ -99,7 +90,7 @@ def select(model: nn.Module, stage: StageSection, base_rows: int) -> Selection:
         freeze_base = "all" not in modes
         scale = (stage.new_rows_lr / stage.lr) if stage.new_rows_lr else 1.0
         if freeze_base or scale != 1.0:
-            row_rules.append(RowRule(param, base_rows, freeze_base, scale))
+            rules.append(RowRule(param, base_rows, freeze_base, scale))
 
     if head is not None and head is embed:
         rows(embed, [spec.embeddings, spec.lm_head])
@@ -107,6 +98,12 @@ def select(model: nn.Module, stage: StageSection, base_rows: int) -> Selection:
         rows(embed, [spec.embeddings])
         if head is not None:
             rows(head, [spec.lm_head])
+    return rules
+
+
+def _other_choices(model: nn.Module, stage: StageSection, chosen: dict[int, str]) -> None:
+    """Mark the layers, norms and patterned parameters the stage trains, with their optimizer group."""
+    spec = stage.trainable
     layers = decoder_layers(model)
     for index in layer_indices(spec.layers, len(layers)):
         for module in layers[index].modules():
@@ -125,6 +122,19 @@ def select(model: nn.Module, stage: StageSection, base_rows: int) -> Selection:
         for param in matched:
             chosen.setdefault(id(param), "no_decay" if param.ndim < 2 else "decay")
 
+
+def select(model: nn.Module, stage: StageSection, base_rows: int) -> Selection:
+    """Set ``requires_grad`` for the stage and build its optimizer groups (LoRA stages: the adapter weights)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    if stage.lora is not None:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ConfigError(f"stage {stage.name!r}: LoRA left no trainable parameter")
+        groups = [{"name": "lora", "params": trainable, "lr": stage.lr, "weight_decay": stage.weight_decay}]
+        return _checked(model, Selection([names[id(p)] for p in trainable], groups), stage)
+    chosen: dict[int, str] = {}  # id(param) -> group name
+    row_rules = _row_choices(model, stage, base_rows, chosen)
+    _other_choices(model, stage, chosen)
     for param in model.parameters():
         param.requires_grad_(id(param) in chosen)
     by_group: dict[str, list[nn.Parameter]] = {"embeddings": [], "decay": [], "no_decay": []}

@@ -24,6 +24,7 @@ class TaskPlugin:
     """A family of benchmark tasks."""
 
     name: str
+    folder: str  # the harness's task folder of this family (indexed alone when only plugin tasks run)
     owns: Callable[[str], bool]
     expand: Callable[[str], list[str]]  # a name it owns -> the harness task names it stands for (raises ValueError)
     specs: Callable[[list[str], Path | None, str], list[Any]]  # harness task names -> `tasks=` entries (Hub or local)
@@ -58,6 +59,15 @@ def unknown_tasks(names: list[str]) -> list[tuple[int, str]]:
         except ValueError as exc:
             problems.append((index, str(exc)))
     return problems
+
+
+def harness_folders(names: list[str]) -> tuple[str, ...] | None:
+    """The harness task folders that hold ``names``, or None when some name belongs to no plugin (then the whole
+    harness is indexed)."""
+    plugins = [plugin_of(name) for name in names]
+    if any(p is None for p in plugins):
+        return None
+    return tuple(sorted({p.folder for p in plugins}))
 
 
 def harness_tasks(names: list[str], data: Path | None, split: str) -> list[Any]:

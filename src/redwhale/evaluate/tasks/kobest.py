@@ -90,7 +90,7 @@ def check_file(task: str, path: Path) -> int:
 
 def local_config(task: str, files: dict[str, Any]) -> dict[str, Any]:
     """The harness's config of ``task`` with its data source replaced by local files."""
-    config = harness_config(task)
+    config = harness_config(task, "kobest")
     data_files = {"test": str(files["score"])}
     if "train" in files:
         data_files["train"] = str(files["train"])
@@ -128,4 +128,8 @@ def specs(names: list[str], data: Path | None, split: str) -> list[Any]:
     return [local_config(f"kobest_{t}", files[t]) for t in tasks]
 
 
-PLUGIN = TaskPlugin(name="kobest", owns=lambda n: n == "kobest" or n.startswith("kobest_"), expand=expand, specs=specs)
+def owns(name: str) -> bool:
+    return name == "kobest" or name.startswith("kobest_")
+
+
+PLUGIN = TaskPlugin(name="kobest", folder="kobest", owns=owns, expand=expand, specs=specs)
