@@ -13,7 +13,7 @@ phases do. Measures and prints, and saves to bench/measured/export.json:
 * greedy continuations (``--tokens`` ids) of 3 Korean and 2 English prompts from the f16 file in llama.cpp and from
   the model in transformers (float32): whether the token ids are identical, per prompt;
 * Korean bits per byte of the f16 and the q8_0 files from llama.cpp's own logits (``logits_all=True``), on the last
-  documents of ../shared/data/ko_corpus/ko_train.jsonl when present (else konlpy text), each document cut to
+  petitions of ../shared/data/ko_corpus/ko_train.jsonl when present (else konlpy text), each document cut to
   ``--window`` tokens, prefixed with the BOS (else EOS) id as in redwhale.core.bpb; q8_0 should be within 2% of f16.
 
 Needs llama-cpp-python (``pip install 'redwhale[llama]'``, compiled from source).
@@ -60,10 +60,10 @@ def adapted_smollm2(base: str, work: Path, size: int) -> tuple[Path, dict]:
 
 
 def korean_documents(count: int) -> list[str]:
+    """The last ``count`` petitions of the shared corpus (its movie reviews are one-liners), else konlpy text."""
     if KO_CORPUS.is_file():
-        lines = KO_CORPUS.read_text(encoding="utf-8").splitlines()[-count * 4 :]
-        docs = [json.loads(line)["text"] for line in lines]
-        return [d for d in docs if len(d) >= 200][-count:]
+        docs = [json.loads(line) for line in KO_CORPUS.read_text(encoding="utf-8").splitlines()]
+        return [d["text"] for d in docs if d.get("source") == "petitions" and len(d["text"]) >= 200][-count:]
     from redwhale.corpus.bundled import konlpy_texts
 
     text = "\n".join(konlpy_texts())
@@ -72,7 +72,7 @@ def korean_documents(count: int) -> list[str]:
 
 def llama_bpb(path: Path, docs: list[list[int]], nbytes: int, window: int) -> float:
     """Bits per byte from llama.cpp's logits: each document's ids (first = BOS/EOS prefix) scored after the first."""
-    from redwhale.export.gguf import open_llama
+    from redwhale.export.llama_cpp import open_llama
 
     llm = open_llama(path, n_ctx=window, n_batch=window, logits_all=True, n_threads=2, seed=0)
     nats = 0.0
@@ -83,6 +83,7 @@ def llama_bpb(path: Path, docs: list[list[int]], nbytes: int, window: int) -> fl
         top = logits.max(axis=-1, keepdims=True)
         logp = logits - (top + np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)))
         nats -= logp[np.arange(len(ids) - 1), ids[1:]].sum()
+    llm.close()
     return nats / math.log(2) / nbytes
 
 
@@ -90,7 +91,7 @@ def greedy_pairs(gguf_path: Path, model_dir: Path, tokens: int) -> list[dict]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from redwhale.export.gguf import hf_greedy, llama_greedy, open_llama
+    from redwhale.export.llama_cpp import hf_greedy, llama_greedy, open_llama
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -113,6 +114,7 @@ def greedy_pairs(gguf_path: Path, model_dir: Path, tokens: int) -> list[dict]:
                 "text": tokenizer.decode(theirs),
             }
         )
+    llm.close()
     return rows
 
 
@@ -137,7 +139,7 @@ def chkhsh_differs(model_dir: Path, base: str) -> dict:
     from transformers import AutoTokenizer
 
     from redwhale.core.source import load_tokenizer
-    from redwhale.export.gguf import KNOWN_PRE, chkhsh
+    from redwhale.export.gguf_vocab import KNOWN_PRE, chkhsh
 
     merged, base_hash = chkhsh(AutoTokenizer.from_pretrained(str(model_dir))), chkhsh(load_tokenizer(base))
     return {"base": base_hash, "merged": merged, "differs": merged != base_hash, "merged_known": merged in KNOWN_PRE}

@@ -26,7 +26,7 @@ if not CORPUS.is_file():
     CORPUS = Path("/work/shared/data/ko_corpus/ko_train.jsonl")
 BASE = "smollm2-135m"
 SIZES = (500, 1000, 2000, 4000, 8000, 20000)
-SEQ, MICRO = 512, 4
+SEQ, MICRO = 512, 2
 
 
 def texts():
@@ -99,6 +99,7 @@ def schedule(kind: str, lr: float, emb_lr: float, new_lr: float | None, lora_lr:
         "layers_only": [odd, even],
         "layers_lora": [odd, even, lora],
         "full": [full_stage(lr, new_lr)],
+        "emb_only": [emb],
     }[kind]
 
 
@@ -121,6 +122,16 @@ def split_tokens(total: int, shares: list[float]) -> list[int]:
 
 # name -> list of experiments: (size or 0 for the base tokenizer, schedule, shares, lr, emb_lr, new_rows_lr, lora_lr)
 GRIDS = {
+    "r2": [
+        (0, "full", [1.0], 3e-4, None, None, None),
+        (0, "full", [1.0], 1e-3, None, None, None),
+        (20000, "paper", [0.25] * 4, 1e-4, 1e-3, None, 2e-4),
+        (20000, "no_lora", [0.2, 0.4, 0.4], 3e-4, 1e-3, 3e-3, None),
+        (20000, "layers_only", [0.5, 0.5], 3e-4, None, 3e-3, None),
+        (20000, "full", [1.0], 3e-4, None, 3e-3, None),
+        (2000, "no_lora", [0.2, 0.4, 0.4], 3e-4, 1e-3, 3e-3, None),
+        (20000, "emb_only", [1.0], 3e-4, 1e-3, None, None),
+    ],
     "r1": [
         (0, "full", [1.0], 1e-4, None, None, None),
         (0, "full", [1.0], 3e-4, None, None, None),

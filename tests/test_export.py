@@ -21,9 +21,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from helpers import ENGLISH_LINES, KOREAN_LINES, make_tiny_llama, perturb_model
 from redwhale.cli import main
 from redwhale.core.errors import ModelSourceError, RedwhaleError
-from redwhale.export import gguf as export_gguf_module
+from redwhale.export import gguf as gguf_module
+from redwhale.export import gguf_vocab as export_gguf_module
 from redwhale.export.chat_vector import apply_chat_vector
-from redwhale.export.gguf import chkhsh, export_gguf, hf_greedy, llama_greedy, open_llama, permute_rows
+from redwhale.export.gguf import export_gguf, permute_rows
+from redwhale.export.gguf_vocab import chkhsh
+from redwhale.export.llama_cpp import hf_greedy, llama_greedy, open_llama
 from redwhale.export.vllm import check_vllm
 
 TEXTS = [KOREAN_LINES[1] + " " + KOREAN_LINES[4], ENGLISH_LINES[3] + " " + ENGLISH_LINES[2]]
@@ -176,7 +179,7 @@ def test_export_is_atomic(tmp_path, monkeypatch, extended_tied_dir, tied_llama_d
         writer.write_tensor_data(np.zeros(plan[0].shape, np.float16))
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export_gguf_module, "_write_tensors", fail)
+    monkeypatch.setattr(gguf_module, "_write_tensors", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         export_gguf(extended_tied_dir, out, "f16", str(tied_llama_dir), check=False)
     assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["m.gguf"]
@@ -207,6 +210,7 @@ def test_llama_cpp_matches_transformers(exported, extended_tied_dir):
         ids = tokenizer(text, add_special_tokens=False).input_ids
         assert llm.tokenize(text.encode(), add_bos=False, special=False) == ids
         assert llama_greedy(llm, ids[:8], 12) == hf_greedy(model, ids[:8], 12)
+    llm.close()
 
 
 # --- chat vector --------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ LAZY_MODULES = {
     "core/source.py": "on the status path: torch and transformers only when a model is loaded",
     "core/logs.py": "logging set-up reaches into loguru and transformers only if they are installed",
     "core/environment.py": "torch only when devices are asked about",
-    "export/run.py": "gguf and the chat vector only when the config asks for them",
 }
 #: Optional dependencies (extras, or heavy ones used on one branch), imported where they are needed.
 OPTIONAL = {

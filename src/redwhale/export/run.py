@@ -10,6 +10,9 @@ from typing import Any
 from redwhale.config.schema import ExportSection
 from redwhale.core.io import atomic_write_json
 from redwhale.core.source import LoadOptions
+from redwhale.export.chat_vector import apply_chat_vector
+from redwhale.export.gguf import export_gguf
+from redwhale.export.vllm import check_vllm
 
 
 def export_all(
@@ -23,16 +26,12 @@ def export_all(
     load: LoadOptions | None = None,
 ) -> dict[str, Any]:
     """Write what ``section`` asks for into ``out``; the summary (files, sizes, seconds) goes to ``summary_json``."""
-    summary: dict[str, Any] = {"gguf": {}, "chat_vector": None}
+    summary: dict[str, Any] = {"gguf": {}, "chat_vector": None, "vllm_problems": check_vllm(model_dir)}
     started = time.perf_counter()
     if section.gguf:
-        from redwhale.export.gguf import export_gguf  # the gguf package is only needed when asked
-
         for kind in section.gguf:
             summary["gguf"][kind] = export_gguf(model_dir, gguf_path(kind), kind, base_spec, load)
     if section.chat_vector is not None:
-        from redwhale.export.chat_vector import apply_chat_vector
-
         vector = section.chat_vector
         summary["chat_vector"] = apply_chat_vector(
             vector.base or base_spec, vector.instruct, model_dir, chat_dir, vector.scale, load

@@ -100,18 +100,7 @@ def extend(
     generator = torch.Generator().manual_seed(seed)
     new_in, new_out = initial_rows(method, embed, head, pieces, std, generator)
 
-    rows = max(merged_size, model.get_input_embeddings().weight.shape[0])
-    model.resize_token_embeddings(rows, mean_resizing=False)
-    with torch.no_grad():
-        weight = model.get_input_embeddings().weight
-        weight[base_size:merged_size] = new_in.to(weight.dtype)
-        if not tied:
-            out_weight = model.get_output_embeddings().weight
-            out_weight[base_size:merged_size] = new_out.to(out_weight.dtype)
-    if tied:
-        model.tie_weights()
-        if not is_tied(model):
-            raise RedwhaleError("the LM head came untied while resizing")
+    rows = _grow(model, base_size, merged_size, new_in, new_out, tied)
     report: dict[str, Any] = {
         "method": method,
         "tied": tied,
@@ -138,6 +127,23 @@ def extend(
     return report
 
 
+def _grow(model, base_size: int, merged_size: int, new_in, new_out, tied: bool) -> int:
+    """Resize to ``merged_size`` rows (at least) and write the new rows; a tied model stays tied."""
+    rows = max(merged_size, model.get_input_embeddings().weight.shape[0])
+    model.resize_token_embeddings(rows, mean_resizing=False)
+    with torch.no_grad():
+        weight = model.get_input_embeddings().weight
+        weight[base_size:merged_size] = new_in.to(weight.dtype)
+        if not tied:
+            out_weight = model.get_output_embeddings().weight
+            out_weight[base_size:merged_size] = new_out.to(out_weight.dtype)
+    if tied:
+        model.tie_weights()
+        if not is_tied(model):
+            raise RedwhaleError("the LM head came untied while resizing")
+    return rows
+
+
 def save_extended(model, tokenizer, out: Path, report: dict[str, Any]) -> Path:
     """Write a plain Hugging Face folder (atomically)."""
 
@@ -152,25 +158,20 @@ def save_extended(model, tokenizer, out: Path, report: dict[str, Any]) -> Path:
 
 
 def calibration_data(
-    tokenizer, texts: Iterable[str], sample_chars: int, seed: int = 0, reservoir: int = 4096, batch: int = 1000
+    tokenizer, texts: Iterable[str], sample_chars: int, seed: int = 0, reservoir: int = 4096
 ) -> tuple[list[str], torch.Tensor]:
-    """Token counts over all of ``texts`` (streamed) and a random sample of about ``sample_chars`` characters of
-    them (documents cut at 2,000 characters), for ``calibrated`` init."""
+    """A uniform random sample of ``reservoir`` documents of ``texts`` (streamed, reservoir sampling): their token
+    counts (the frequency feature of ``calibrated`` init; a log-count needs no more than this, and counting a whole
+    corpus costs minutes) and about ``sample_chars`` characters of them (documents cut at 2,000 characters) whose
+    hidden states fit the offsets."""
     rng = random.Random(seed)
-    counts = torch.zeros(len(tokenizer), dtype=torch.float64)
     kept: list[str] = []
-    pending: list[str] = []
     for seen, text in enumerate(texts, start=1):
-        pending.append(text)
         if len(kept) < reservoir:
             kept.append(text)
         elif (slot := rng.randrange(seen)) < reservoir:
             kept[slot] = text
-        if len(pending) >= batch:
-            counts += count_tokens(tokenizer, pending)
-            pending = []
-    if pending:
-        counts += count_tokens(tokenizer, pending)
+    counts = count_tokens(tokenizer, kept)
     rng.shuffle(kept)
     sample, chars = [], 0
     for text in kept:

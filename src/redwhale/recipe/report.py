@@ -308,17 +308,20 @@ def _generations(page: Page, evaluation: Evaluation | None) -> None:
 
 def _after(page: Page, exported: Exported | None) -> None:
     summary = read_json(exported.summary_json) if exported else None
-    if not summary or not (summary.get("gguf") or summary.get("chat_vector")):
+    if not summary:
         return
-    page.section("After the adaptation")
+    problems = summary.get("vllm_problems") or []
+    vllm = "the adapted model folder loads as vLLM expects" if not problems else "vLLM: " + "; ".join(problems)
+    page.section("After the adaptation", vllm + ".")
     rows = []
     for kind, item in summary.get("gguf", {}).items():
-        check = item.get("llama_cpp_check") or "not run"
+        check = item.get("llama_cpp_check") or "not run (llama-cpp-python not installed)"
         rows.append([f"GGUF {kind}", Path(item["path"]).name, f"{item['bytes'] / 2**20:,.1f} MiB", check])
     vector = summary.get("chat_vector")
     if vector:
         rows.append(["chat vector", Path(vector["out"]).name, f"scale {vector['scale']:g}", vector.get("note", "")])
-    page.table(["output", "file", "size", "check"], rows)
+    if rows:
+        page.table(["output", "file", "size", "check"], rows)
 
 
 def write_report(

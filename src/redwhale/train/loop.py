@@ -122,7 +122,14 @@ class Trainer:
         self.model_dir = Path(model_dir)
         self.base_rows = self._base_rows()
         self.plans = self._plan()
+        self.baseline_mib = PeakMemory(self.device).now_mib()  # what the process held before the model
         self.model = load_model(str(model_dir), dtype=self.precision.frozen, trust_remote_code=trust_remote_code)
+        if self.device.type == "cpu":
+            # transformers maps safetensors files into memory; own copies make the weights process memory, counted
+            # by the allocator as they would be on a GPU (and as the plan counts them)
+            with torch.no_grad():
+                for param in self.model.parameters():
+                    param.data = param.data.clone()
         self.model.config.use_cache = False
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -382,7 +389,7 @@ class Trainer:
             "trainable_parameters": run.selection.count(),
             "seconds": round(elapsed, 2),
             "tokens_per_s": (stepped * run.per_step / elapsed) if stepped else None,
-            "peak_memory_mb": peak.mib if stepped else None,
+            "peak_memory_mb": peak.mib - self.baseline_mib if stepped else None,
             "memory_measure": peak.measure,
             "plan_gib": plan["total_gib"],
             "plan_full_gib": plan["full_finetune_gib"],

@@ -15,7 +15,8 @@ Per stage, in bytes:
 * transients: one chunk of logits of the fused loss (:mod:`redwhale.train.loss`), and the gradient flowing back
   through one layer.
 
-The micro-batch that fits is the largest whose total stays under the GPU memory minus a reserve.
+The micro-batch that fits is the largest whose total stays under the GPU memory minus a 10% reserve (allocator
+fragmentation, the CUDA context).
 """
 
 from __future__ import annotations
@@ -293,7 +294,8 @@ def plan_stage(
     gpu_bytes: float,
     precision: Precision,
     micro_batch: int,
-    reserve: float = 0.05,
+    accum: int = 1,
+    reserve: float = 0.10,
 ) -> StagePlan:
     """The memory of one stage at ``micro_batch``, and the largest micro-batch under ``gpu_bytes``."""
     staged = wrap_lora(copy.deepcopy(model), stage) if stage.lora is not None else model
@@ -303,7 +305,7 @@ def plan_stage(
     frozen = sum(p.numel() for p in staged.parameters() if not p.requires_grad)
     device_state, host_state = state_bytes(cfg)
     weights = frozen * precision.bytes(False) + trainable * precision.bytes(True)
-    offloaded = offloads_gradients(cfg, cfg.grad_accum) and cfg.offload_optimizer
+    offloaded = offloads_gradients(cfg, accum)
     gradients = 0 if offloaded else trainable * precision.bytes(True)
     optimizer = trainable * device_state
     on_gpu = precision.autocast is not None
@@ -384,10 +386,10 @@ def plan_config(
     for stage in stages:
         for param in model.parameters():
             param.requires_grad_(True)
-        first = plan_stage(model, stage, cfg, base_rows, gpu_memory_gib * GIB, precision, 1)
+        first = plan_stage(model, stage, cfg, base_rows, gpu_memory_gib * GIB, precision, 1, cfg.grad_accum)
         micro, accum = batch_layout(cfg, first.max_micro_batch, world_size)
         rows.append(
-            plan_stage(model, stage, cfg, base_rows, gpu_memory_gib * GIB, precision, micro) if micro else first
+            plan_stage(model, stage, cfg, base_rows, gpu_memory_gib * GIB, precision, micro, accum) if micro else first
         )
         rows[-1].grad_accum = accum
     return {
@@ -444,10 +446,10 @@ def batch_layout(cfg: TrainSection, max_micro_batch: int, world_size: int) -> tu
 def plan_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Memory plan: {result['model']} (+{result['new_tokens']:,} tokens, {result['parameters'] / 1e9:.2f} B "
-        f"parameters) on {result['gpu_memory_gib']:g} GiB",
+        f"parameters) on {result['gpu_memory_gib']:.1f} GiB",
         "",
         f"Sequence {result['sequence_length']}, {result['optimizer']}, {result['precision']}, gradient checkpointing "
-        f"{'on' if result['gradient_checkpointing'] else 'off'}; 5% of the memory kept in reserve.",
+        f"{'on' if result['gradient_checkpointing'] else 'off'}; 10% of the memory kept in reserve (allocator fragmentation, CUDA context).",
         "",
         "| stage | trainable | weights | grads | optimizer | activations | transients | total (GiB) | fits | "
         "headroom | micro-batch x accum | max micro-batch | host (GiB) |",
@@ -455,10 +457,11 @@ def plan_markdown(result: dict[str, Any]) -> str:
     ]
     for s in result["stages"]:
         headroom = 1 - s["total_gib"] / result["gpu_memory_gib"]
+        layout = f"{s['micro_batch_size']} x {s['grad_accum']}" if s["grad_accum"] else "-"
         lines.append(
             f"| {s['stage']} | {s['trainable_parameters'] / 1e6:,.1f} M | {s['weights_gib']:.1f} | "
             f"{s['gradients_gib']:.1f} | {s['optimizer_gib']:.1f} | {s['activations_gib']:.1f} | "
             f"{s['transients_gib']:.1f} | {s['total_gib']:.1f} | {'yes' if s['fits'] else 'no'} | {headroom:.0%} | "
-            f"{s['micro_batch_size']} x {s['grad_accum']} | {s['max_micro_batch']} | {s['host_gib']:.1f} |"
+            f"{layout} | {s['max_micro_batch']} | {s['host_gib']:.1f} |"
         )
     return "\n".join(lines) + "\n"
