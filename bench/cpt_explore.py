@@ -30,7 +30,7 @@ SEQ, MICRO = 512, 2
 
 
 def texts():
-    from redwhale.corpus.heldout import heldout_sample, training_texts
+    from redwhale.core.text import heldout_sample, training_texts
 
     from redwhale.config.schema import CorpusInput
     from redwhale.corpus.bundled import python_docs_english
@@ -107,6 +107,7 @@ def train_section(stages, tokens):
     from redwhale.config.schema import TrainSection
 
     return TrainSection(
+        tokens=None,
         sequence_length=SEQ,
         micro_batch_size=MICRO,
         checkpoint_every=100_000,
@@ -153,7 +154,7 @@ def key(exp, tokens) -> str:
 
 def run(out: Path, grid: str, tokens: int) -> None:
     import torch
-    from redwhale.train.commands import train_command
+    from redwhale.train.run import train_schedule as train_command
 
     from redwhale.core.source import materialize, resolve
     from redwhale.evaluate.run import evaluate
@@ -178,13 +179,11 @@ def run(out: Path, grid: str, tokens: int) -> None:
         started = time.perf_counter()
         summary = train_command(Path(model), train, None, train_section(stages, split_tokens(tokens, shares)), work)
         seconds = time.perf_counter() - started
+        from redwhale.config.schema import EvalSection
+
+        section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
         result = evaluate(
-            str(work / "model"),
-            work / "eval.json",
-            korean=korean,
-            english=english,
-            kobest=False,
-            base_tokenizer=base_dir if size else None,
+            str(work / "model"), work / "eval.json", korean, english, section, False, base_tokenizer=base_dir if size else None
         )
         record = {
             "key": k,
@@ -214,7 +213,7 @@ def run(out: Path, grid: str, tokens: int) -> None:
 def probe(out: Path) -> None:
     """Tokens/s of each stage kind, 6 steps each (the first left out), alone on the machine."""
     import torch
-    from redwhale.train.commands import train_command
+    from redwhale.train.run import train_schedule as train_command
 
     from redwhale.core.source import materialize, resolve
 

@@ -44,7 +44,7 @@ from redwhale.train.loss import CausalLMLoss
 from redwhale.train.metrics import MetricsLogger, read_metrics
 from redwhale.train.optim import OffloadedAdamW, make_optimizer
 from redwhale.train.plan import GIB, batch_layout, plan_config
-from redwhale.train.precision import Precision, apply_dtypes, resolve_precision
+from redwhale.train.precision import Precision, UpcastProducts, apply_dtypes, resolve_precision
 from redwhale.train.select import NewRowsStep, Selection, apply_row_rules_to_grads, select, wrap_lora
 
 log = logging.getLogger(__name__)
@@ -260,6 +260,8 @@ class Trainer:
         )
 
     def _autocast(self):
+        if self.precision.upcasts:
+            return UpcastProducts()
         if self.precision.autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.precision.autocast)

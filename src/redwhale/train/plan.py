@@ -36,7 +36,7 @@ from redwhale.core.errors import ConfigError
 from redwhale.core.source import materialize, resolve
 from redwhale.train.loss import LOSS_CHUNK, CausalLMLoss
 from redwhale.train.optim import offloads_gradients, state_bytes
-from redwhale.train.precision import DTYPES, Precision, apply_dtypes, resolve_precision
+from redwhale.train.precision import DTYPES, Precision, UpcastProducts, apply_dtypes, resolve_precision
 from redwhale.train.select import select, wrap_lora
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class _EmulatedAutocast(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def probe(model, sequence_length: int, micro_batch: int, on_gpu: bool) -> Probe:
+def probe(model, sequence_length: int, micro_batch: int, on_gpu: bool, upcast: bool = False) -> Probe:
     """Run one forward of ``micro_batch`` sequences on ``meta`` and measure what autograd keeps and the FLOPs.
 
     Memory: every distinct saved storage (parameters excluded). On a GPU the forward runs under an emulation of bf16
@@ -251,7 +251,7 @@ def probe(model, sequence_length: int, micro_batch: int, on_gpu: bool) -> Probe:
     )
     _ATTENTION_CALLS.clear()
     ids = torch.zeros((micro_batch, sequence_length), dtype=torch.long, device="meta")
-    autocast = _EmulatedAutocast() if on_gpu else contextlib.nullcontext()
+    autocast = _EmulatedAutocast() if on_gpu else (UpcastProducts() if upcast else contextlib.nullcontext())
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
             # an explicit cache keeps transformers from inspecting position ids for packed sequences, which needs
@@ -311,17 +311,20 @@ def plan_stage(
     on_gpu = precision.autocast is not None
     # saved(b) = fixed + b * per_sequence: two probes separate what grows with the micro-batch from what does not
     # (bf16 copies of trainable weights under autocast, the fused loss's weight-gradient buffer)
-    measured = probe(staged, cfg.sequence_length, 1, on_gpu)
-    per_sequence = probe(staged, cfg.sequence_length, 2, on_gpu).activation_bytes - measured.activation_bytes
+    upcast = precision.upcasts
+    measured = probe(staged, cfg.sequence_length, 1, on_gpu, upcast)
+    per_sequence = probe(staged, cfg.sequence_length, 2, on_gpu, upcast).activation_bytes - measured.activation_bytes
     fixed = measured.activation_bytes - per_sequence
     vocab, hidden = model.config.vocab_size, model.config.hidden_size
     logit_bytes = 6 if on_gpu else 4  # fp32 logits (and their bf16 copy under autocast)
+    # the fused loss upcasts a bf16-stored head to fp32 for its products (CPU, fp32 products)
+    head_copy = vocab * hidden * 4 if upcast else 0
     chunk_bytes = LOSS_CHUNK * vocab * logit_bytes
     transient_per_sequence = cfg.sequence_length * hidden * 4 * 4
     static = weights + gradients + optimizer + fixed
 
     def total(batch: int) -> float:
-        chunk = min(chunk_bytes, batch * cfg.sequence_length * vocab * logit_bytes)
+        chunk = min(chunk_bytes, batch * cfg.sequence_length * vocab * logit_bytes) + head_copy
         return static + chunk + batch * (per_sequence + transient_per_sequence)
 
     budget = gpu_bytes * (1 - reserve)
