@@ -6,6 +6,7 @@ import json
 import random
 import unicodedata
 
+import numpy as np
 import pytest
 from datatrove.data import Document
 
@@ -229,3 +230,35 @@ def test_pipeline_end_to_end_with_two_tasks(tmp_path, raw_corpus):
     # a rerun skips the completed tasks and leaves the same output
     again = prepare(corpus, cfg, tmp_path / "w")
     assert again["documents_kept"] == summary["documents_kept"] and read_output(tmp_path / "w") == output
+
+
+def test_only_confirmed_candidates_are_removed(tmp_path):
+    """With one hash per band nearly every pair of similar documents collides: pages sharing a header and stock lines
+    (Jaccard about 0.3) become candidates, and only the real near copy (Jaccard above 0.5) is removed."""
+    rng = random.Random(5)
+    header = "[영화] 바람의 노래 관객 리뷰\n작성자 님의 리뷰 · 이 리뷰가 도움이 되었나요? 공감 비공감 · 신고하기\n"
+    pages = [header + "\n".join(rng.sample(KOREAN_LINES, 4)) + f"\n{i}페이지 끝." for i in range(6)]
+    copy = edit_words(pages[0], 0.05, rng)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(
+        "\n".join(json.dumps({"text": t, "id": f"p{i}"}, ensure_ascii=False) for i, t in enumerate([*pages, copy])),
+        encoding="utf-8",
+    )
+    cfg = PrepareSection(tasks=1, workers=1, minhash_rows=1, minhash_bands=20, dedup_exact=False, quality_filter=False)
+    summary = prepare(CorpusSection(inputs=[CorpusInput(path=str(folder))], heldout_fraction=0.0), cfg, tmp_path / "w")
+    pairs = summary["near_duplicates"]
+    assert pairs["candidate"] > pairs["confirmed"] >= 1 and pairs["rejected"] > 0
+    assert summary["dropped_by_reason"] == {"near_duplicate": 1}
+    kept = read_output(tmp_path / "w")["train"]
+    assert len(kept) == 6 and all(p in kept for p in pages[1:])
+
+
+def test_band_groups_find_every_shared_signature():
+    from redwhale.corpus.dedup import band_groups
+
+    record = np.dtype([("h0", "<u8"), ("doc", "<u4")])
+    task0 = np.array([(1, 0), (5, 1), (7, 2)], dtype=record)
+    task1 = np.array([(5, 0), (7, 3), (9, 4)], dtype=record)
+    groups = sorted(sorted(map(tuple, g.tolist())) for g in band_groups([task0, task1], 1))
+    assert groups == [[(0, 1), (1, 0)], [(0, 2), (1, 3)]]

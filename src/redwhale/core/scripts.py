@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 
+_NOT_LETTER = re.compile(r"[\W\d_]+")
+
+
 @dataclass(frozen=True)
 class Script:
     """A writing system as a list of inclusive code point ranges."""
@@ -40,9 +43,13 @@ class Script:
         return self.pattern.search(text, start, len(text) if end is None else end) is not None
 
     def share(self, text: str) -> float:
-        """Share of the script among the letters of ``text`` (0 when there are none)."""
-        letters = [ch for ch in text if ch.isalpha()]
-        return sum(self.contains(ord(ch)) for ch in letters) / len(letters) if letters else 0.0
+        """Share of the script among the letters of ``text`` (0 when there are none). Letters are word characters
+        other than digits and ``_`` (``[^\\W\\d_]``); both counts are regex substitutions, in C, because a Python
+        loop over characters was the slowest step of the corpus pipeline."""
+        letters = len(_NOT_LETTER.sub("", text))
+        if not letters:
+            return 0.0
+        return min(1.0, (len(text) - len(self.pattern.sub("", text))) / letters)
 
     def proven_by_bytes(self, data: bytes) -> bool:
         """True if any character that these UTF-8 bytes (possibly cut at either end) start is surely in the script.

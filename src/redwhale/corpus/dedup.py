@@ -18,6 +18,7 @@ import io
 import re
 import struct
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 from datatrove.data import DocumentsPipeline
@@ -49,6 +50,7 @@ class _UnusedWordTokenizer(WordTokenizer):
 
 
 _NO_DIACRITIC_STRIP = TextNormConfig(norm_unicode_diacritics=False)
+_NO_MARKS_POSSIBLE = re.compile("[\x00-\x7f\uac00-\ud7a3\u3131-\u318e]*")
 
 
 @functools.cache
@@ -71,6 +73,8 @@ def normalized_for_hash(text: str) -> str:
     does the same steps, then recomposes (Hangul stays syllables) and skips the loop when there is no combining mark.
     """
     text = simplify_text(text, _NO_DIACRITIC_STRIP)
+    if _NO_MARKS_POSSIBLE.fullmatch(text):  # ASCII and Hangul syllables: NFD, strip, NFC would change nothing
+        return text
     decomposed = unicodedata.normalize("NFD", text)
     marks = _combining_marks()
     if marks.search(decomposed):
@@ -143,9 +147,10 @@ class DedupSignatures(MinhashDedupSignature):
         with self.track_time():
             for index, doc in enumerate(data):
                 self.stat_update(StatHints.total)
+                normalized = normalized_for_hash(doc.text)
                 if self._exact is not None:
-                    exact.append((hash_exact(_exact_content(doc)), 1, index))
-                shingles = self.get_shingles(doc.text)
+                    exact.append((hash_exact(normalized.encode("utf-8")), 1, index))
+                shingles = char_ngram_hashes(normalized, self.char_ngrams).reshape((-1, 1))
                 shingle_sets.append(np.unique((shingles[:, 0] >> np.uint64(32)).astype(np.uint32)))
                 if shingles.size:
                     a, b = self.parameters
@@ -206,78 +211,89 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return common / (len(a) + len(b) - common)
 
 
-def candidate_groups(pairs: np.ndarray) -> list[list[tuple[int, int]]]:
-    """The groups of documents that share one band signature. datatrove's bucket stage writes a group of ``k`` as the
-    ``k - 1`` pairs between neighbours in sorted order, so a group continues while a pair starts where the one before
-    ended."""
-    groups: list[list[tuple[int, int]]] = []
-    previous = None
-    for f1, d1, f2, d2 in pairs.tolist():
-        if previous != (f1, d1):
-            groups.append([(f1, d1)])
-        groups[-1].append((f2, d2))
-        previous = (f2, d2)
-    return groups
+def band_groups(records: list[np.ndarray], rows: int) -> list[np.ndarray]:
+    """The documents that share one band signature, as arrays of ``(task, doc)`` rows, from every task's sorted
+    signature file of the band (``records[task]``, datatrove's layout)."""
+    keys = [np.stack([r[f"h{i}"] for i in range(rows)], axis=1) for r in records]
+    owners = [np.column_stack([np.full(len(r), t, np.uint32), r["doc"]]) for t, r in enumerate(records)]
+    if not keys or not sum(len(k) for k in keys):
+        return []
+    hashes, members = np.concatenate(keys), np.concatenate(owners)
+    order = np.lexsort(hashes.T[::-1])
+    hashes, members = hashes[order], members[order]
+    starts = np.flatnonzero(np.concatenate([[True], np.any(hashes[1:] != hashes[:-1], axis=1)]))
+    sizes = np.diff(np.concatenate([starts, [len(hashes)]]))
+    return [members[a : a + n] for a, n in zip(starts, sizes, strict=True) if n > 1]
 
 
-class ConfirmCandidates(PipelineStep):
-    """Keeps a MinHash candidate pair only when its documents' exact Jaccard similarity of character n-grams reaches
-    ``threshold``: LSH band collisions are candidates, not duplicates (with 20 bands of 5 rows a pair at Jaccard 0.3
-    collides in some band with probability ~5%, so a document with hundreds of such neighbours would be removed).
+class FindNearDuplicates(PipelineStep):
+    """MinHash LSH candidates, confirmed: documents sharing a band signature are candidates, and a candidate pair is
+    kept only when its documents' exact Jaccard similarity of character n-grams reaches ``threshold``. With 20 bands
+    of 5 rows a pair at Jaccard 0.3 collides in some band with probability ~5%, so without confirmation a document
+    with many such neighbours (pages of a site sharing a header) is almost surely removed.
 
-    Reads the bucket stage's ``.dups`` files and writes the confirmed pairs, in the same format and under the same
-    names, for datatrove's cluster stage; clusters are then built from confirmed edges only. Within a group of
-    documents sharing a band signature each document is compared with the group's leaders (the documents that matched
-    no earlier leader), so a false collision in the middle of a chain does not split a true pair. Written by hand:
-    datatrove's MinHash stages do not verify candidates."""
+    Reads the signature files of :class:`DedupSignatures` and writes the confirmed pairs as datatrove's bucket stage
+    would (``<band>_00.dups``, ``<4I`` records), so datatrove's cluster stage builds clusters from confirmed edges only.
+    Within a group each document is compared with the group's leaders (the documents that matched no earlier leader),
+    so a false collision does not split a true pair. Written by hand, and vectorised: datatrove's bucket stage merges
+    the files through a Python heap in one task per band, and its MinHash stages do not verify candidates."""
 
     type = "🫂 - DEDUP"
-    name = "🎯 confirm candidates"
+    name = "🎯 near-duplicate candidates, confirmed"
 
     def __init__(
-        self,
-        buckets_folder: DataFolderLike,
-        shingles_folder: DataFolderLike,
-        output_folder: DataFolderLike,
-        threshold: float = 0.5,
+        self, signatures_folder, shingles_folder, output_folder, config: MinhashConfig, threshold: float = 0.5
     ):
         super().__init__()
-        self.input_folder = get_datafolder(buckets_folder)
+        self.signatures = get_datafolder(signatures_folder)
         self.shingles_folder = shingles_folder
         self.output_folder = get_datafolder(output_folder)
-        self.threshold = threshold
+        self.config, self.threshold = config, threshold
 
-    def _confirm(self, group: list[tuple[int, int]], store: ShingleStore) -> list[tuple[int, int, int, int]]:
+    def _band(self, band: int) -> list[np.ndarray]:
+        rows = self.config.hashes_per_bucket
+        record = np.dtype([(f"h{i}", "<u8") for i in range(rows)] + [("doc", "<u4")])
+        files = sorted(self.signatures.list_files(subdirectory=f"bucket_{band:03d}"))
+        tasks = {int(Path(f).name.removesuffix(".minhash.sig")): f for f in files}
+        out = []
+        for task in range(max(tasks) + 1 if tasks else 0):
+            raw = b""
+            if task in tasks:
+                with self.signatures.open(tasks[task], "rb") as handle:
+                    raw = handle.read()
+            out.append(np.frombuffer(raw, dtype=record))
+        return out
+
+    def _confirm(self, group: np.ndarray, store: ShingleStore) -> list[tuple[int, int, int, int]]:
         leaders: list[tuple[tuple[int, int], np.ndarray]] = []
         edges = []
-        for member in group:
-            shingles = store.get(*member)
+        for task, doc in group.tolist():
+            shingles = store.get(task, doc)
             for leader, leader_shingles in leaders:
                 self.stat_update("comparisons")
                 if jaccard(shingles, leader_shingles) >= self.threshold:
-                    edges.append((*leader, *member))
+                    edges.append((*leader, task, doc))
                     break
             else:
-                leaders.append((member, shingles))
+                leaders.append(((task, doc), shingles))
         return edges
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         store = ShingleStore(self.shingles_folder)
         with self.track_time():
-            for name in sorted(self.input_folder.list_files(glob_pattern="*.dups"))[rank::world_size]:
-                with self.input_folder.open(name, "rb") as handle:
-                    pairs = np.frombuffer(handle.read(), dtype=PAIR)
-                edges = [e for group in candidate_groups(pairs) for e in self._confirm(group, store)]
-                with self.output_folder.open(name, "wb") as out:
-                    out.write(np.asarray(edges, dtype=np.uint32).reshape(-1, 4).astype("<u4").tobytes())
-                self.stat_update("candidate_pairs", value=len(pairs))
+            for band in range(rank, self.config.num_buckets, world_size):
+                groups = band_groups(self._band(band), self.config.hashes_per_bucket)
+                edges = [e for group in groups for e in self._confirm(group, store)]
+                with self.output_folder.open(f"{band:05d}_00.dups", "wb") as out:
+                    out.write(np.asarray(edges, dtype="<u4").reshape(-1, 4).tobytes())
+                self.stat_update("candidate_pairs", value=sum(len(g) - 1 for g in groups))
                 self.stat_update("confirmed_pairs", value=len(edges))
         if data:
             yield from data
 
 
 class RankFileReader(JsonlReader):
-    """Reads exactly the file that the same rank wrote in an earlier stage (``<rank>.jsonl.gz``), so that document
+    """Reads exactly the file that the same rank wrote in an earlier stage (``<rank>.jsonl``), so that document
     positions line up with the signatures (datatrove's default sharding skips missing files and shifts ranks)."""
 
     name = "📖 rank file"
@@ -285,7 +301,7 @@ class RankFileReader(JsonlReader):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
-        name = f"{rank:05d}.jsonl.gz"
+        name = f"{rank:05d}.jsonl"
         if self.data_folder.exists(name):
             for document in self.read_file(name):
                 self.update_doc_stats(document)

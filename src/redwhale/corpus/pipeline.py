@@ -4,9 +4,9 @@ Stages, each an executor run (local processes, Slurm or Ray, chosen in the confi
 
 1. ``filter``: read -> normalise -> script filter -> quality filter -> [perplexity filter] -> PII masking -> write
    the survivors (one file per task) -> exact and MinHash signatures;
-2. datatrove's own finders: ``exact`` duplicates, MinHash ``buckets`` (candidate pairs), then ``confirm`` (each
-   candidate pair's Jaccard similarity estimated from the full signature; only pairs at or above
-   ``prepare.dedup_threshold`` are kept) and MinHash ``clusters`` over the confirmed pairs;
+2. duplicates: datatrove's ``exact`` finder; ``candidates``, the MinHash LSH candidate pairs (documents sharing a
+   band signature) confirmed by their exact character n-gram Jaccard similarity (``prepare.dedup_threshold``); and
+   datatrove's MinHash ``clusters`` over the confirmed pairs only;
 3. ``dedup``: read each task's survivors back -> drop duplicates -> tag the deterministic train / held-out split ->
    write the cleaned shards (``output/train``, ``output/heldout``).
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from datatrove.pipeline.dedup.exact_dedup import ExactFindDedups
-from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster
+from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupCluster
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 from datatrove.utils.hashing import HashConfig
 
@@ -31,7 +31,7 @@ from redwhale.config.schema import CorpusInput, CorpusSection, PrepareSection
 from redwhale.core.errors import ConfigError, DataError
 from redwhale.core.io import atomic_write_json, atomic_write_text
 from redwhale.core.progress import ProgressFactory, no_file_progress
-from redwhale.corpus.dedup import ConfirmCandidates, DedupFilter, DedupSignatures, RankFileReader, exact_config
+from redwhale.corpus.dedup import DedupFilter, DedupSignatures, FindNearDuplicates, RankFileReader, exact_config
 from redwhale.corpus.executors import StageProgress, make_executor
 from redwhale.corpus.filters import KoreanQualityFilter, ScriptFilter
 from redwhale.corpus.normalize import KoreanNormalizer
@@ -97,7 +97,9 @@ def filter_steps(corpus: CorpusSection, cfg: PrepareSection, work: Path, exclusi
         steps.append(PerplexityFilter(cfg.perplexity_model, cfg.max_bits_per_byte, exclusion("perplexity")))
     if cfg.mask_pii:
         steps.append(PIIMasker())
-    steps += [Tally("kept", work / "progress" / "1-filter"), _writer(work / "survivors", "jsonl", "${rank}.jsonl.gz")]
+    # the survivors are read once more by stage 3 and deleted with the work folder: not worth compressing
+    survivors = JsonlWriter(str(work / "survivors"), output_filename="${rank}.jsonl", compression=None)
+    steps += [Tally("kept", work / "progress" / "1-filter"), survivors]
     if cfg.dedup_exact or cfg.dedup_near:
         exact = str(work / "signatures" / "exact") if cfg.dedup_exact else None
         shingles = str(work / "signatures" / "shingles") if cfg.dedup_near else None
@@ -119,13 +121,9 @@ def dedup_stages(cfg: PrepareSection, work: Path) -> list[tuple[str, list, int]]
         )
     if cfg.dedup_near:
         signatures, shingles = str(work / "signatures" / "minhash"), str(work / "signatures" / "shingles")
+        find = FindNearDuplicates(signatures, shingles, str(work / "confirmed"), minhash, cfg.dedup_threshold)
         stages += [
-            ("buckets", [MinhashDedupBuckets(signatures, str(work / "buckets"), config=minhash)], cfg.minhash_bands),
-            (
-                "confirm",
-                [ConfirmCandidates(str(work / "buckets"), shingles, str(work / "confirmed"), cfg.dedup_threshold)],
-                cfg.minhash_bands,
-            ),
+            ("candidates", [find], min(cfg.workers, cfg.minhash_bands)),
             ("clusters", [MinhashDedupCluster(str(work / "confirmed"), str(work / "clusters"), config=minhash)], 1),
         ]
     return stages
