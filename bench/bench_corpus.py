@@ -42,8 +42,29 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from make_corpus import LEVELS, build  # noqa: E402
 
-KOR_HANG_STOPWORDS = ["의", "다", "이", "는", "에", "을", "한", "년", "하", "은", "를", "했", "고", "에서", "가", "있",
-                      "으로", "인", "월", "로", "되"]  # fmt: skip  (fineweb-2 configs/kor_Hang.yml)
+KOR_HANG_STOPWORDS = [
+    "의",
+    "다",
+    "이",
+    "는",
+    "에",
+    "을",
+    "한",
+    "년",
+    "하",
+    "은",
+    "를",
+    "했",
+    "고",
+    "에서",
+    "가",
+    "있",
+    "으로",
+    "인",
+    "월",
+    "로",
+    "되",
+]  # fmt: skip  (fineweb-2 configs/kor_Hang.yml)
 
 
 def run_worker(kind: str, data: Path, work: Path, tasks: int, workers: int) -> dict:
@@ -119,8 +140,12 @@ def gopher_worker(data: Path, work: Path, tasks: int, workers: int) -> dict:
 def minhash_worker(data: Path, work: Path, tasks: int, workers: int) -> dict:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupSignature
-    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster
-    from datatrove.pipeline.dedup.minhash import MinhashDedupFilter
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
@@ -139,7 +164,11 @@ def minhash_worker(data: Path, work: Path, tasks: int, workers: int) -> dict:
     stage([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=cfg)], 14, "l2").run()
     stage([MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=cfg)], 1, "l3").run()
     writer = JsonlWriter(str(work / "dropped" / "duplicates"))
-    final = [reader(), MinhashDedupFilter(str(work / "remove"), exclusion_writer=writer), JsonlWriter(str(work / "output"))]
+    final = [
+        reader(),
+        MinhashDedupFilter(str(work / "remove"), exclusion_writer=writer),
+        JsonlWriter(str(work / "output")),
+    ]
     stage(final, tasks, "l4").run()
     return {}
 
@@ -193,7 +222,9 @@ def unique_documents(truth: dict, texts: dict[str, str]) -> list[str]:
     digest = {i: hashlib.sha1(" ".join(texts[i].split()).encode()).hexdigest() for i in truth["clean"]}
     counts = Counter(digest.values())
     mojibake_sources = {hashlib.sha1(" ".join(t.split()).encode()).hexdigest() for t in truth["mojibake"].values()}
-    return [i for i in truth["clean"] if i not in sources and counts[digest[i]] == 1 and digest[i] not in mojibake_sources]
+    return [
+        i for i in truth["clean"] if i not in sources and counts[digest[i]] == 1 and digest[i] not in mojibake_sources
+    ]
 
 
 def dedup_figures(truth: dict, texts: dict[str, str], kept: dict, reasons: dict, unique: list[str]) -> dict:
@@ -274,8 +305,15 @@ def main() -> None:
         return
     root = Path(tempfile.mkdtemp(prefix="bench-corpus-")) if args.keep is None else args.keep
     data = root / "data"
-    truth = json.loads((data / "truth.json").read_text()) if (data / "truth.json").is_file() else build(data, args.pages, args.seed)
-    texts = {json.loads(line)["id"]: json.loads(line)["text"] for f in sorted(data.glob("bench-*.jsonl")) for line in open(f, encoding="utf-8")}  # fmt: skip
+    truth = (
+        json.loads((data / "truth.json").read_text())
+        if (data / "truth.json").is_file()
+        else build(data, args.pages, args.seed)
+    )
+    texts = {}
+    for name in sorted(data.glob("bench-*.jsonl")):
+        with open(name, encoding="utf-8") as handle:
+            texts.update((doc["id"], doc["text"]) for doc in map(json.loads, handle))  # fmt: skip
     n_docs, size_mb = len(texts), sum(p.stat().st_size for p in data.glob("bench-*.jsonl")) / 1e6
     print(f"benchmark corpus: {n_docs:,} documents, {size_mb:.1f} MB ({args.tasks} tasks, {args.workers} workers)")
     unique = unique_documents(truth, texts)
@@ -283,7 +321,10 @@ def main() -> None:
     for kind in args.only.split(","):
         shutil.rmtree(root / kind, ignore_errors=True)
         results[kind] = r = run_worker(kind, data, root / kind, args.tasks, args.workers)
-        print(f"{kind:>9}: {r['seconds']:.1f} s, {n_docs / r['seconds']:,.0f} docs/s, peak RSS {r['peak_rss_mib']:,.0f} MiB", flush=True)
+        print(
+            f"{kind:>9}: {r['seconds']:.1f} s, {n_docs / r['seconds']:,.0f} docs/s, peak RSS {r['peak_rss_mib']:,.0f} MiB",
+            flush=True,
+        )
         if kind in ("redwhale", "minhash"):
             kept, reasons = kept_ids(root / kind / "output"), dropped_reasons(root / kind / "dropped")
             r["dedup"] = dedup_figures(truth, texts, kept, reasons, unique)

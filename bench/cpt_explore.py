@@ -30,9 +30,8 @@ SEQ, MICRO = 512, 2
 
 
 def texts():
-    from redwhale.core.text import heldout_sample, training_texts
-
     from redwhale.config.schema import CorpusInput
+    from redwhale.core.text import heldout_sample, training_texts
     from redwhale.corpus.bundled import python_docs_english
     from redwhale.corpus.readers import iter_texts
 
@@ -154,10 +153,10 @@ def key(exp, tokens) -> str:
 
 def run(out: Path, grid: str, tokens: int) -> None:
     import torch
-    from redwhale.train.run import train_schedule as train_command
 
     from redwhale.core.source import materialize, resolve
     from redwhale.evaluate.run import evaluate
+    from redwhale.train.run import train_schedule as train_command
 
     torch.set_num_threads(2)
     train, korean, english = texts()
@@ -183,7 +182,13 @@ def run(out: Path, grid: str, tokens: int) -> None:
 
         section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
         result = evaluate(
-            str(work / "model"), work / "eval.json", korean, english, section, False, base_tokenizer=base_dir if size else None
+            str(work / "model"),
+            work / "eval.json",
+            korean,
+            english,
+            section,
+            False,
+            base_tokenizer=base_dir if size else None,
         )
         record = {
             "key": k,
@@ -213,9 +218,9 @@ def run(out: Path, grid: str, tokens: int) -> None:
 def probe(out: Path) -> None:
     """Tokens/s of each stage kind, 6 steps each (the first left out), alone on the machine."""
     import torch
-    from redwhale.train.run import train_schedule as train_command
 
     from redwhale.core.source import materialize, resolve
+    from redwhale.train.run import train_schedule as train_command
 
     torch.set_num_threads(2)
     train, _, _ = texts()

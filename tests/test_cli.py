@@ -65,3 +65,21 @@ def test_corrupt_gguf_is_one_line(tmp_path, capsys):
         capsys, "model", "convert", str(bad), "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")
     )
     assert code == 2 and "corrupt or truncated GGUF" in err and err.strip().count("\n") == 0
+
+
+def test_doctor_reports_what_a_bug_report_needs(tmp_path, capsys):
+    import json
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"name: t\nrun_dir: {tmp_path / 'runs'}\neval:\n  data: {tmp_path / 'no-kobest'}\n")
+    code, out, _ = run(capsys, "doctor", "--json", "--config", str(cfg))
+    assert code == 0
+    report = json.loads(out)
+    for package in ("python", "torch", "transformers", "redwhale"):
+        assert report["versions"][package]
+    devices = report["devices"]
+    assert devices["cpus"] >= 1 and isinstance(devices["cuda"], bool) and isinstance(devices["cpu_bf16"], bool)
+    # the test session is offline (conftest): doctor says so and does not claim the Hub answers
+    assert report["HF_HUB_OFFLINE"] is True and report["hub_reachable"] is False
+    assert report["benchmark_data"] == {"path": str(tmp_path / "no-kobest"), "found": False}
+    assert report["run_dir"]["writable"] is True

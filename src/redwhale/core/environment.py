@@ -50,6 +50,9 @@ def devices() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # without native bf16 (AVX512-BF16/AMX) a bf16 matmul on this CPU is two orders of magnitude slower than fp32
+        "cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "cuda": torch.cuda.is_available(),
         "torch_cuda_build": torch.version.cuda,
         "gpus": [],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 _NOISY = ("urllib3", "filelock", "fsspec", "datasets", "matplotlib", "PIL", "httpx", "httpcore", "asyncio")
@@ -31,11 +32,21 @@ def setup_logging(level: int = logging.INFO) -> None:
             loguru_logger.enable("datatrove")
     except ImportError:
         pass
-    try:
-        from transformers.utils import logging as hf_logging
+    _transformers(level)
 
-        hf_logging.set_verbosity_error() if level > logging.DEBUG else hf_logging.set_verbosity_warning()
-        # transformers draws a bar for every checkpoint it loads or writes: noise beside our own progress
-        hf_logging.disable_progress_bar() if level > logging.DEBUG else hf_logging.enable_progress_bar()
-    except ImportError:
-        pass
+
+def _transformers(level: int) -> None:
+    """transformers' verbosity and bars. Importing it takes over a second, which ``redwhale status`` must not pay:
+    when it is not imported yet, its documented environment variables (read at its import) say the same, unless
+    the user set them."""
+    quiet = level > logging.DEBUG
+    if "transformers" not in sys.modules:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error" if quiet else "warning")
+        if level > logging.INFO:  # -q: no library bars (transformers takes huggingface_hub's setting at import)
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error() if quiet else hf_logging.set_verbosity_warning()
+    # transformers draws a bar for every checkpoint it loads or writes: noise beside our own progress
+    hf_logging.disable_progress_bar() if quiet else hf_logging.enable_progress_bar()

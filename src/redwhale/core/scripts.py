@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-
 _NOT_LETTER = re.compile(r"[\W\d_]+")
 
 

@@ -9,6 +9,7 @@ run has been going.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -114,7 +115,10 @@ def run_status(run_root: Path, config: Path | None = None) -> list[PhaseStatus]:
             if marker is not None:
                 for key, value in (marker.summary.get("derived") or {}).items():
                     derived.setdefault(key, value)
-        hashes = phase_hashes(cfg, phases, derived, Digests(run_root / CACHE_FILE))
+        digests = Digests(run_root / CACHE_FILE)
+        hashes = phase_hashes(cfg, phases, derived, digests)
+        with contextlib.suppress(OSError):  # a read-only run directory: status still answers
+            digests.save()  # the next status (or run) digests a changed input once, not every time
     out = []
     for phase in phases:
         out.append(_phase_status(run_dir, phase.name, hashes.get(phase.name), cfg))
