@@ -134,16 +134,18 @@ def knee(rows: list[SweepRow]) -> int:
     return best
 
 
-def _occurrences(backend, heldout: list[str], base_size: int, merged_size: int) -> dict[str, float]:
-    """How often new tokens occur per token of held-out text: quantiles over the new tokens (unseen ones count 0)."""
-    counts = np.zeros(merged_size, dtype=np.int64)
-    total = 0
-    for encoding in backend.encode_batch(heldout, add_special_tokens=False):
-        ids = np.asarray(encoding.ids, dtype=np.int64)
-        total += len(ids)
-        counts += np.bincount(ids, minlength=merged_size)[:merged_size]
-    per_token = np.sort(counts[base_size:]) / max(total, 1)
-    return {f"q{round(q * 100):02d}": float(np.quantile(per_token, q)) for q in QUANTILES} if len(per_token) else {}
+def _tokens_and_occurrences(backend, heldout: list[str], base_size: int, merged_size: int):
+    """Tokens of the held-out text, and how often new tokens occur per token of it: quantiles over the new tokens
+    (unseen ones count 0). One encoding pass; one bincount over all ids (one per document cost more than the
+    encoding at a large vocabulary)."""
+    encodings = backend.encode_batch(heldout, add_special_tokens=False)
+    ids = np.fromiter((i for e in encodings for i in e.ids), dtype=np.int64)
+    counts = np.bincount(ids, minlength=merged_size)[:merged_size]
+    per_token = np.sort(counts[base_size:]) / max(len(ids), 1)
+    quantiles = (
+        {f"q{round(q * 100):02d}": float(np.quantile(per_token, q)) for q in QUANTILES} if len(per_token) else {}
+    )
+    return len(ids), quantiles
 
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -156,7 +158,9 @@ def _measure(base, full_plan, new, size: int, heldout: list[str], words: list[st
         return None
     backend = merged.backend()
     standalone = _standalone_prefix(new, size)
-    merged_tokens = _count(backend, heldout)
+    merged_tokens, frequency = _tokens_and_occurrences(
+        backend, heldout, merged.base_size, merged.base_size + len(merged.added)
+    )
     standalone_tokens = _count(standalone, heldout)
     return SweepRow(
         size=size,
@@ -169,7 +173,7 @@ def _measure(base, full_plan, new, size: int, heldout: list[str], words: list[st
         standalone_tokens=standalone_tokens,
         merged_vs_standalone=merged_tokens / standalone_tokens,
         merged_vs_standalone_script_words=_count(backend, words) / max(_count(standalone, words), 1),
-        new_token_frequency=_occurrences(backend, heldout, merged.base_size, merged.base_size + len(merged.added)),
+        new_token_frequency=frequency,
     )
 
 
