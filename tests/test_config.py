@@ -108,3 +108,15 @@ def test_reference_config_is_in_sync_and_valid():
     committed = (REPO / "configs" / "reference.yaml").read_text(encoding="utf-8")
     assert committed == reference(), "configs/reference.yaml is stale: run `redwhale config reference`"
     load_config(REPO / "configs" / "reference.yaml")
+
+
+def test_init_comparison_auto_runs_only_when_the_budget_dwarfs_it():
+    from redwhale.config.schema import COMPARE_BUDGET_FACTOR, COMPARED_METHODS, ExtendSection
+
+    section = ExtendSection(eval_chars=1000)
+    scored = (len(COMPARED_METHODS) + 1) * 2 * 1000
+    methods, why = section.compared_methods(COMPARE_BUDGET_FACTOR * scored - 1)
+    assert methods == [] and why.startswith("skipped")
+    assert section.compared_methods(COMPARE_BUDGET_FACTOR * scored)[0] == list(COMPARED_METHODS)
+    assert ExtendSection(compare=["mean"]).compared_methods(1) == (["mean"], "extend.compare is set")
+    assert ExtendSection(compare=[]).compared_methods(10**12)[0] == []

@@ -107,12 +107,15 @@ def model_compare_init(
     cache_dir: CacheDir = None,
 ) -> None:
     """Extend with each init method and report Korean and English bits per byte before any training."""
+    from redwhale.config.schema import COMPARED_METHODS
     from redwhale.core.source import LoadOptions
     from redwhale.core.text import heldout_sample, training_texts
     from redwhale.corpus.bundled import python_docs_english
     from redwhale.models.adapt import extend_and_compare
     from redwhale.recipe.checks import check_init
 
+    if extend.compare == "auto":  # asked for by name: compare every method whatever the budget
+        extend = extend.model_copy(update={"compare": list(COMPARED_METHODS)})
     for method in extend.compare:
         check_init(method)
     korean_texts = _texts(korean, text_field)

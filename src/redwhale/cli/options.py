@@ -45,7 +45,9 @@ def _kind(annotation: Any) -> tuple[str, Any] | None:
         return ("flag", None)
     if len(plain) == 1 and typing.get_origin(plain[0]) is list:
         item = typing.get_args(plain[0])[0]
-        return ("list", item) if item in (int, float, str) or typing.get_origin(item) is Literal else None
+        if item not in (int, float, str) and typing.get_origin(item) is not Literal:
+            return None
+        return ("literal+list", (item, literals)) if literals else ("list", item)
     if len(plain) == 1 and plain[0] in (int, float, str, Path):
         return ("literal+" + plain[0].__name__, literals) if literals else (plain[0].__name__, None)
     return None
@@ -54,8 +56,11 @@ def _kind(annotation: Any) -> tuple[str, Any] | None:
 def _convert(kind: tuple[str, Any], text: Any, option: str) -> Any:
     name, extra = kind
     try:
-        if name == "list":
-            item = extra if extra in (int, float) else str
+        if name == "literal+list" and text in extra[1]:
+            return text
+        if name in ("list", "literal+list"):
+            item = extra[0] if name == "literal+list" else extra
+            item = item if item in (int, float) else str
             return [item(x.strip()) for x in str(text).split(",") if x.strip()]
         if name == "choice":
             return next((v for v in extra if str(v) == text), text)

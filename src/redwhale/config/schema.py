@@ -198,20 +198,48 @@ class TokenizerSection(Section):
         return self
 
 
+COMPARED_METHODS = ("random", "mean", "decomposition", "weighted", "calibrated")
+# extend.compare: auto compares when training sees this many times the tokens the comparison scores (the comparison
+# runs forward passes only, about a third of a training step's cost per token: 1/100 x 1/3 is about 0.3-1%)
+COMPARE_BUDGET_FACTOR = 100
+
+
 class ExtendSection(Section):
     """Growing the model to the merged vocabulary and initialising the new rows."""
 
     init: str = Field("calibrated", description="init of new rows (methods: `redwhale model extend --help`)")
-    compare: list[str] = Field(
-        default_factory=lambda: ["random", "mean", "decomposition", "weighted", "calibrated"],
-        description="methods measured side by side before training (empty: skip the comparison)",
+    compare: list[str] | Literal["auto"] = Field(
+        "auto",
+        description="methods measured side by side before training (empty: skip the comparison); auto = "
+        f"{', '.join(COMPARED_METHODS)} when the training budget is at least {COMPARE_BUDGET_FACTOR}x the tokens the "
+        "comparison scores (its cost is then about 1% of training), else none",
     )
     calibration_chars: int = Field(
-        30_000, ge=1000, description="training text whose hidden states fit the calibrated offsets (characters)"
+        30_000, ge=1000, description="training text sampled for the calibrated offsets' hidden states (characters)"
+    )
+    calibration_positions: int = Field(
+        4096,
+        ge=256,
+        description="positions whose hidden states fit the calibrated offsets (three numbers: 4,096 fit them as well "
+        "as 16,384 to 0.001 nats, bench/bench_calibration.py)",
     )
     eval_chars: int = Field(
         20_000, ge=1000, description="held-out text per language for the init comparison (characters)"
     )
+
+    def compared_methods(self, training_tokens: int) -> tuple[list[str], str]:
+        """The methods the comparison measures, and why (``compare: auto`` decides by the training budget)."""
+        if self.compare != "auto":
+            return list(self.compare), "extend.compare is set"
+        # the comparison scores each method and the base on eval_chars per language: at most a token per character
+        scored = (len(COMPARED_METHODS) + 1) * 2 * self.eval_chars
+        if training_tokens >= COMPARE_BUDGET_FACTOR * scored:
+            return list(COMPARED_METHODS), f"the training budget is at least {COMPARE_BUDGET_FACTOR}x its tokens"
+        why = (
+            f"skipped: the training budget ({training_tokens:,} tokens) is under {COMPARE_BUDGET_FACTOR}x the "
+            f"{scored:,} tokens the comparison scores"
+        )
+        return [], why
 
 
 class Trainable(Section):

@@ -73,6 +73,7 @@ def extend_and_compare(
             seed,
             keep=(section.init, model_out) if model_out is not None else None,
             progress=progress,
+            calibration_positions=section.calibration_positions,
         )
         summary["compare"] = {k: v.get("korean_vs_base") for k, v in result["rows"].items()}
     if model_out is not None and not model_out.is_dir():  # the comparison did not build the configured method
@@ -85,6 +86,7 @@ def extend_and_compare(
             calibration_texts=calibration[0],
             counts=calibration[1],
             seed=seed,
+            calibration_positions=section.calibration_positions,
         )
         save_extended(model, merged, model_out, report)
     summary["seconds"] = round(time.perf_counter() - started, 1)

@@ -36,6 +36,7 @@ def compare_init(
     window: int = 1024,
     keep: tuple[str, Path] | None = None,
     progress: ProgressFactory = no_file_progress,
+    calibration_positions: int = 4096,
 ) -> dict[str, Any]:
     """Extend a copy of ``base`` with each init method and score it; write and return the table. ``calibration`` is
     the (sample, token counts) of :func:`calibration_data`; the model of method ``keep[0]`` is also saved to
@@ -46,7 +47,17 @@ def compare_init(
         bar.update(1, method="base")
         for method in methods:
             rows[method] = _one_method(
-                base, base_tokenizer, merged, method, korean, english, calibration, seed, window, progress
+                base,
+                base_tokenizer,
+                merged,
+                method,
+                korean,
+                english,
+                calibration,
+                seed,
+                window,
+                progress,
+                calibration_positions,
             )
             if keep is not None and method == keep[0] and "report" in rows[method]:
                 save_extended(rows[method].pop("model"), merged, keep[1], rows[method]["report"])
@@ -73,7 +84,7 @@ def compare_init(
 
 
 def _one_method(
-    base, base_tokenizer, merged, method, korean, english, calibration, seed, window, progress
+    base, base_tokenizer, merged, method, korean, english, calibration, seed, window, progress, calibration_positions
 ) -> dict[str, Any]:
     if METHODS[method].needs_untied_head and is_tied(base):
         return {"skipped": f"{method} needs an untied LM head"}
@@ -86,6 +97,7 @@ def _one_method(
         calibration_texts=calibration[0],
         counts=calibration[1],
         seed=seed,
+        calibration_positions=calibration_positions,
         progress=progress,
     )
     row = _score(model, merged, korean, english, window)

@@ -81,6 +81,7 @@ def extend(
     calibration_texts: Sequence[str] = (),
     counts: torch.Tensor | None = None,
     seed: int = 0,
+    calibration_positions: int = 4096,
     progress: ProgressFactory = no_file_progress,
 ) -> dict[str, Any]:
     """Resize ``model`` to ``merged_tokenizer`` in place and initialise the new rows by ``method``.
@@ -121,6 +122,7 @@ def extend(
             counts[base_size:merged_size],
             pieces,
             base_size,
+            max_positions=calibration_positions,
             progress=progress,
         ).as_dict()
     report["seconds"] = round(time.perf_counter() - started, 2)

@@ -259,7 +259,8 @@ def calibrate(
         raise RedwhaleError("calibrated init needs calibration text (training text of the new language)")
     was_training = model.training
     model.eval()
-    windows, _, _ = document_windows(tokenizer, texts, window=1024, stride=512)
+    # windows side by side (no overlap): three numbers need hidden states, not the longest context for each
+    windows, _, _ = document_windows(tokenizer, texts, window=1024, stride=1024)
     with progress("calibration", total=max_positions, unit="position") as bar:
         hidden, targets = collect_hidden(model, windows, max_positions, bar)
     head = model.get_output_embeddings().weight

@@ -84,6 +84,7 @@ class ExtendedModel:
 
     root: Path
     init: str = ""
+    comparison: str = ""  # why the init comparison ran or was skipped
 
     @property
     def compare_dir(self) -> Path:

@@ -22,7 +22,7 @@ def problems(cfg: RunConfig) -> list[str]:
     methods = sorted(METHODS)
     if cfg.extend.init not in METHODS:
         found.append(f"extend.init: unknown method {cfg.extend.init!r}{_near(cfg.extend.init, methods)}")
-    for index, method in enumerate(cfg.extend.compare):
+    for index, method in enumerate([] if cfg.extend.compare == "auto" else cfg.extend.compare):
         if method not in METHODS:
             found.append(f"extend.compare[{index}]: unknown method {method!r}{_near(method, methods)}")
     for path, message in unknown_tasks(cfg.eval.tasks):

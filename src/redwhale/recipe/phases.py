@@ -121,6 +121,12 @@ def planned_training_tokens(cfg: RunConfig) -> int:
     return sum(cfg.train.stage_tokens())
 
 
+def compared_methods(cfg: RunConfig) -> dict[str, Any]:
+    """The init methods compared before training, and why (``extend.compare: auto`` depends on the budget)."""
+    methods, why = cfg.extend.compared_methods(planned_training_tokens(cfg))
+    return {"methods": methods, "why": why}
+
+
 def resolve_benchmarks(cfg: RunConfig) -> dict[str, Any]:
     """Whether the benchmark tasks run, and why; ``auto`` is decided here, once per run invocation."""
     return benchmark_decision(cfg.eval)
@@ -171,6 +177,7 @@ def extend_phase(
     extend: ExtendSection,
     english: EnglishSection,
     seed: int,
+    comparison: Annotated[dict[str, Any], Derived(compared_methods)],
     prepared: PreparedCorpus,
     tokenizer: AdaptedTokenizer,
 ) -> ExtendedModel:
@@ -178,20 +185,21 @@ def extend_phase(
     from redwhale.models.adapt import extend_and_compare
 
     out = ExtendedModel(ctx.work, extend.init)
+    methods = comparison["methods"]
     extend_and_compare(
         model.base,
         tokenizer.merged,
-        extend,
+        extend.model_copy(update={"compare": methods}),
         read_texts(prepared.split("train")),
-        korean_heldout(prepared, extend.eval_chars, seed) if extend.compare else [],
-        english_heldout(english, extend.eval_chars, seed) if extend.compare else [],
+        korean_heldout(prepared, extend.eval_chars, seed) if methods else [],
+        english_heldout(english, extend.eval_chars, seed) if methods else [],
         out.model,
         out.compare_dir,
         seed,
         ctx.load(model),
         ctx.progress,
     )
-    return out
+    return ExtendedModel(out.root, extend.init, comparison["why"])
 
 
 def train_phase(

@@ -184,6 +184,9 @@ def _init(page: Page, extended: ExtendedModel | None) -> None:
     if extended is None:
         return page.todo("Initialisation of the new tokens", "extend")
     if not compare:
+        if extended.comparison:
+            page.section("Initialisation of the new tokens", f"The run uses {extended.init}; the comparison of "
+                         f"init methods was {extended.comparison}.")  # fmt: skip
         return
     rows = [
         [
