@@ -262,3 +262,20 @@ def test_band_groups_find_every_shared_signature():
     task1 = np.array([(5, 0), (7, 3), (9, 4)], dtype=record)
     groups = sorted(sorted(map(tuple, g.tolist())) for g in band_groups([task0, task1], 1))
     assert groups == [[(0, 1), (1, 0)], [(0, 2), (1, 3)]]
+
+
+def test_ray_executor_gives_the_local_executors_output(tmp_path, raw_corpus):
+    """The same pipeline on a local Ray cluster (datatrove's RayPipelineExecutor): same drops, same documents."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'ray>=2.40')")
+    folder, _ = raw_corpus
+    corpus = CorpusSection(inputs=[CorpusInput(path=str(folder))], heldout_fraction=0.2)
+    local = prepare(corpus, PrepareSection(tasks=2, workers=1), tmp_path / "local")
+    options = {"cpus_per_task": 1, "mem_per_cpu_gb": 1}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = prepare(corpus, PrepareSection(tasks=2, executor="ray", executor_options=options), tmp_path / "ray")
+    finally:
+        ray.shutdown()
+    for key in ("documents_in", "documents_kept", "dropped_by_reason", "near_duplicates", "pii_masked"):
+        assert remote[key] == local[key], key
+    assert read_output(tmp_path / "ray") == read_output(tmp_path / "local")
