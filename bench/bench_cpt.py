@@ -1,168 +1,250 @@
-"""redwhale against plain continual pretraining at the same wall clock, on CPU with SmolLM2-135M.
+"""redwhale against plain continual pretraining at equal wall clock, on CPU with SmolLM2-135M.
 
-(a) redwhale: train a 20k Korean tokenizer, merge it, extend the model with calibrated decomposition init, then the
-    four stages (embeddings + head, odd layers, even layers, LoRA merged) — the tokenizer and init time count
-    against the budget;
-(b) plain continual pretraining: full fine-tuning of every parameter with the base tokenizer.
+Three arms per budget, in one run, on the same documents (the training split of ``../shared/data/ko_corpus``,
+cleaned once by the prepare phase, not counted), the same seed, and the same held-out Korean (the prepare phase's
+held-out split, 30,000 characters) and English (CPython's reference, 20,000 characters, never trained on):
 
-Both train on the training split of ``../shared/data/ko_corpus/ko_train.jsonl`` and are scored on the same held-out
-Korean documents and the same English text (CPython's reference, never trained on), in bits per byte, so the two
-tokenizers are compared fairly. Token budgets come from each stage's throughput measured in a short probe run before
-the timed run (probes are not counted); the printed table reports the wall clock each arm actually used.
+(a) redwhale with its defaults: the tokenizer phase (sweep, ``tokenizer.size: auto`` for the planned budget, merge),
+    the extend phase (``extend`` defaults: calibrated init, ``compare: auto``) and the default stages and shares;
+(b) plain continual pretraining: full fine-tuning of every parameter with the base tokenizer, at its best learning
+    rate in our experiments (3e-4, bench/cpt_explore.py: better than 1e-4 and 1e-3 at these budgets);
+(c) redwhale at the paper's fixed 20,000-token Korean tokenizer, everything else as (a).
 
-    python bench/bench_cpt.py [--budget 600] [--out DIR]
+Wall clock counts everything an arm does to produce its model: the tokenizer and extend phases, tokenising the
+training text and training. The training tokens of each arm are set from its stages' tokens/s, measured on its own
+model in a short probe (not counted), so that the arm ends near the budget; the table prints the wall clock each arm
+actually used. (a) plans its vocabulary for the training tokens it will get: its budget left after (c)'s measured
+tokenizer and extend time (run first), at (c)'s rates. Scores are bits per byte (comparable across tokenizers) and
+each model's tokens per 1,000 Korean characters of the held-out text (the inference cost paid after training).
+Batch geometry (sequence 512, micro-batch 2) is the bench's, the same for every arm: the schema default (1,024 x 8)
+makes a step of over two minutes on 2 CPU cores.
+
+    python bench/bench_cpt.py [--budgets 480 960] [--out DIR]      # JSON to bench/measured/cpt.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
+import statistics
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "data" / "ko_corpus" / "ko_train.jsonl"
+import torch
+
+from redwhale.config.schema import (
+    CorpusInput,
+    CorpusSection,
+    EnglishSection,
+    EvalSection,
+    ExtendSection,
+    ModelSection,
+    PrepareSection,
+    StageSection,
+    TokenizerSection,
+    TrainSection,
+    default_stages,
+)
+from redwhale.core.io import atomic_write_json
+from redwhale.core.logs import setup_logging
+from redwhale.core.source import materialize, resolve
+from redwhale.recipe.artifacts import PreparedCorpus
+from redwhale.recipe.phases import (
+    PhaseContext,
+    english_heldout,
+    extend_phase,
+    korean_heldout,
+    prepare_phase,
+    read_texts,
+    tokenizer_phase,
+)
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE.parents[1] / "shared" / "data" / "ko_corpus" / "ko_train.jsonl"
 BASE = "smollm2-135m"
+SEQ, MICRO = 512, 2
+FULL_LR = 3e-4
+PROBE_STEPS = 3
+ARMS = {
+    "a": "(a) redwhale defaults",
+    "b": "(b) full fine-tuning, base tokenizer",
+    "c": "(c) redwhale, 20,000-token tokenizer",
+}
 
 
-def stages_paper(lrs=(1e-3, 1e-4, 1e-4, 2e-4)) -> list[dict]:
-    return [
-        {"name": "embeddings", "trainable": {"embeddings": "all", "lm_head": "all"}, "lr": lrs[0]},
-        {"name": "odd_layers", "trainable": {"layers": "odd"}, "lr": lrs[1]},
-        {"name": "even_layers", "trainable": {"layers": "even"}, "lr": lrs[2]},
-        {"name": "lora", "lora": {"rank": 64, "alpha": 128}, "lr": lrs[3]},
-    ]
+def full_stage(tokens: int) -> StageSection:
+    trainable = {"embeddings": "all", "lm_head": "all", "layers": "all", "norms": True}
+    return StageSection(name="full", trainable=trainable, lr=FULL_LR, tokens=tokens)
 
 
-def stage_full(lr=1e-4) -> list[dict]:
-    return [
-        {
-            "name": "full",
-            "trainable": {"embeddings": "all", "lm_head": "all", "layers": "all", "norms": True},
-            "lr": lr,
-        }
-    ]
-
-
-def train_section(stages: list[dict], tokens: list[int]):
-    from redwhale.config.schema import TrainSection
-
+def section(stages: list[StageSection], total: int | None = None) -> TrainSection:
+    """The bench's batch geometry around ``stages`` (their own tokens, or shares of ``total``)."""
     return TrainSection(
-        sequence_length=512,
-        micro_batch_size=4,
-        checkpoint_every=10_000,
-        tensorboard=False,
-        stages=[dict(s, tokens=int(t)) for s, t in zip(stages, tokens, strict=True)],
-    )
+        tokens=total, stages=stages, sequence_length=SEQ, micro_batch_size=MICRO, checkpoint_every=10_000,
+        log_every=1, tensorboard=False,
+    )  # fmt: skip
 
 
-def rates(model: Path, texts: list[str], stages: list[dict], out: Path) -> list[float]:
-    """Tokens per second of each stage, from a 3-step probe (its warm-up step makes it an underestimate, so the timed
-    run ends a little under budget; the wall clock actually used is what the table reports)."""
-    from redwhale.train.commands import train_command
+def prepared_corpus(out: Path) -> PreparedCorpus:
+    """The training corpus, cleaned once by the prepare phase with its defaults (shared by every arm)."""
+    done = out / "prepared.json"
+    if done.is_file():
+        return PreparedCorpus(out / "prepare", json.loads(done.read_text())["documents_kept"])
+    corpus = CorpusSection(inputs=[CorpusInput(path=str(CORPUS))])
+    prepared = prepare_phase(PhaseContext(out / "prepare", "bench", None), corpus, PrepareSection(), 0)
+    atomic_write_json(done, {"documents_kept": prepared.documents_kept})
+    return prepared
 
-    step_tokens = 512 * 4
-    summary = train_command(model, texts, None, train_section(stages, [3 * step_tokens] * len(stages)), out)
-    return [stage["tokens_per_s"] for stage in summary["stages"]]
+
+def step_rates(model: Path, stages: list[StageSection], prepared: PreparedCorpus, work: Path) -> list[float]:
+    """Tokens/s of each stage on ``model``: the median step after the first of a short run (cached in ``work``)."""
+    from redwhale.train.run import train_schedule
+
+    cached = work / "rates.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    probe = [s.model_copy(update={"tokens": PROBE_STEPS * SEQ * MICRO, "share": None}) for s in stages]
+    train_schedule(model, read_texts(prepared.split("train")), None, section(probe), work / "probe")
+    rows = [json.loads(line) for line in (work / "probe" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    rates = []
+    for stage in probe:
+        steps = [r for r in rows if r["stage"] == stage.name][1:]  # the first step pays for allocations
+        rates.append(statistics.median(SEQ * MICRO / r["seconds"] for r in steps))
+    atomic_write_json(cached, rates)
+    return rates
 
 
-def bpb(model: str, korean: list[str], english: list[str], out: Path, base_tokenizer: str | None) -> dict:
+def tokens_for(seconds: float, stages: list[StageSection], rates: list[float]) -> int:
+    """Total training tokens whose stage shares take ``seconds`` at ``rates`` (at least one step per stage)."""
+    per_token = sum((s.share or 0) / r for s, r in zip(stages, rates, strict=True))
+    return max(int(seconds / per_token), len(stages) * SEQ * MICRO)
+
+
+def adapt(arm: str, tokenizer: TokenizerSection, planned: int, prepared: PreparedCorpus, work: Path):
+    """The tokenizer and extend phases of a redwhale arm; returns the extended model and the seconds they took."""
+    started = time.perf_counter()
+    model = ModelSection(base=BASE)
+    corpus = CorpusSection(inputs=[CorpusInput(path=str(CORPUS))])
+    adapted = tokenizer_phase(PhaseContext(work / "tokenizer", arm, None), model, corpus, tokenizer, 0, planned,
+                              prepared)  # fmt: skip
+    extend = ExtendSection()
+    methods, why = extend.compared_methods(planned)
+    extended = extend_phase(PhaseContext(work / "extend", arm, None), model, extend, EnglishSection(), 0,
+                            {"methods": methods, "why": why}, prepared, adapted)  # fmt: skip
+    return extended.model, adapted, time.perf_counter() - started
+
+
+def train(model: Path, train_section: TrainSection, prepared: PreparedCorpus, work: Path) -> tuple[dict, float]:
+    from redwhale.train.run import train_schedule
+
+    started = time.perf_counter()
+    summary = train_schedule(model, read_texts(prepared.split("train")), None, train_section, work / "train")
+    return summary, time.perf_counter() - started
+
+
+def score(model: Path, korean: list[str], english: list[str], out: Path) -> dict:
+    from transformers import AutoTokenizer
+
     from redwhale.evaluate.run import evaluate
 
-    result = evaluate(model, out, korean=korean, english=english, kobest=False, base_tokenizer=base_tokenizer)
-    return {"korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}
+    eval_section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
+    result = evaluate(str(model), out, korean, english, eval_section)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokens = sum(len(ids) for ids in tokenizer(korean, add_special_tokens=False)["input_ids"])
+    chars = sum(len(t) for t in korean)
+    return {"korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
+            "tokens_per_1000_korean_chars": 1000 * tokens / chars}  # fmt: skip
+
+
+def run_budget(budget: float, prepared: PreparedCorpus, heldout, base_dir: Path, out: Path) -> dict[str, dict]:
+    """The three arms at ``budget`` seconds each: (c) first (its adaptation time plans (a)'s vocabulary)."""
+    korean, english = heldout
+    stages = default_stages()
+    work = out / f"budget-{budget:.0f}"
+    rows: dict[str, dict] = {}
+    # (c) the paper's 20k: its rates measured on its own extended model
+    model_c, tok_c, adapt_c = adapt("c", TokenizerSection(size=20_000), 10**6, prepared, work / "c")
+    rates_c = step_rates(model_c, stages, prepared, work / "c")
+    tokens_c = tokens_for(budget - adapt_c, stages, rates_c)
+    rows["c"] = _arm(model_c, section(stages, tokens_c), prepared, work / "c", adapt_c, tok_c, korean, english)
+    # (a) defaults: the budget it plans its vocabulary for is what (c) had left
+    model_a, tok_a, adapt_a = adapt("a", TokenizerSection(), tokens_c, prepared, work / "a")
+    rates_a = step_rates(model_a, stages, prepared, work / "a")
+    tokens_a = tokens_for(budget - adapt_a, stages, rates_a)
+    rows["a"] = _arm(model_a, section(stages, tokens_a), prepared, work / "a", adapt_a, tok_a, korean, english)
+    rows["a"]["planned_tokens"] = tokens_c
+    # (b) full fine-tuning of the base
+    full = [full_stage(SEQ * MICRO)]
+    rates_b = step_rates(base_dir, full, prepared, work / "b")
+    tokens_b = max(int(budget * rates_b[0]) // (SEQ * MICRO) * SEQ * MICRO, SEQ * MICRO)
+    rows["b"] = _arm(base_dir, section([full_stage(tokens_b)]), prepared, work / "b", 0.0, None, korean, english)
+    for arm, rates in (("a", rates_a), ("b", rates_b), ("c", rates_c)):
+        rows[arm]["probe_tokens_per_s"] = [round(r, 1) for r in rates]
+    return rows
+
+
+def _arm(model, train_section, prepared, work, adapt_s, adapted, korean, english) -> dict:
+    summary, train_s = train(model, train_section, prepared, work)
+    result = score(work / "train" / "model", korean, english, work / "eval.json")
+    row = {"adapt_seconds": round(adapt_s, 1), "train_seconds": round(train_s, 1),
+           "wall_seconds": round(adapt_s + train_s, 1), "training_tokens": summary["tokens"],
+           "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
+           **result}  # fmt: skip
+    if adapted is not None:
+        row.update(size=adapted.chosen_size, added_tokens=adapted.added_tokens)
+        row["choice"] = json.loads(adapted.choice.read_text()) if adapted.choice.is_file() else None
+    return row
+
+
+def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
+    print("\n| budget | arm | vocabulary added | adapt s | train s | wall s | training tokens | Korean bits/byte "
+          "| English bits/byte | English vs base | tokens / 1000 Korean chars |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| - | base SmolLM2-135M | 0 | - | - | - | 0 | {base['korean_bpb']:.4f} | {base['english_bpb']:.4f} "
+          f"| +0.00% | {base['tokens_per_1000_korean_chars']:.0f} |")  # fmt: skip
+    for budget, rows in results.items():
+        for arm in ("a", "b", "c"):
+            r = rows[arm]
+            english = (r["english_bpb"] / base["english_bpb"] - 1) * 100
+            print(f"| {budget} s | {ARMS[arm]} | {r.get('added_tokens', 0):,} | {r['adapt_seconds']:.0f} "
+                  f"| {r['train_seconds']:.0f} | {r['wall_seconds']:.0f} | {r['training_tokens']:,} "
+                  f"| {r['korean_bpb']:.4f} | {r['english_bpb']:.4f} | {english:+.2f}% "
+                  f"| {r['tokens_per_1000_korean_chars']:.0f} |")  # fmt: skip
+    for budget, rows in results.items():
+        a, b = rows["a"], rows["b"]
+        print(
+            f"{budget} s: (a) Korean {a['korean_bpb']:.4f} vs (b) {b['korean_bpb']:.4f} "
+            f"({'<=' if a['korean_bpb'] <= b['korean_bpb'] else '>'}, target <=); (a) English "
+            f"{(a['english_bpb'] / base['english_bpb'] - 1) * 100:+.2f}% (target <= +3%); tokens per Korean char "
+            f"{a['tokens_per_1000_korean_chars'] / b['tokens_per_1000_korean_chars']:.2f}x (b)'s (target <= 0.5x)"
+        )
+        # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--budget", type=float, default=600.0, help="wall-clock seconds per arm")
-    parser.add_argument("--size", type=int, default=20_000, help="new Korean tokenizer size")
-    parser.add_argument("--korean-chars", type=int, default=30_000)
-    parser.add_argument("--english-chars", type=int, default=20_000)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[480.0, 960.0], help="wall-clock seconds per arm")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/redwhale-bench-cpt"))
+    parser.add_argument("--korean-chars", type=int, default=30_000, help="held-out Korean scored (characters)")
+    parser.add_argument("--english-chars", type=int, default=20_000, help="held-out English scored (characters)")
+    parser.add_argument("--smoke", action="store_true", help="results to --out only (a check of the script)")
     args = parser.parse_args()
     if not CORPUS.is_file():
         raise SystemExit(f"needs {CORPUS} (see ../shared/data/PROVENANCE.md)")
-
-    import torch
-    from redwhale.train.commands import train_command
-
-    from redwhale.config.schema import CorpusInput, TokenizerSection
-    from redwhale.core.logs import setup_logging
-    from redwhale.core.source import materialize, resolve
-    from redwhale.core.text import heldout_sample, training_texts
-    from redwhale.corpus.bundled import python_docs_english
-    from redwhale.corpus.readers import iter_texts
-    from redwhale.models.extend import extend_command
-    from redwhale.tokenizer.commands import train_command as train_tokenizer
-    from redwhale.tokenizer.merge import merge_tokenizers
-
     setup_logging()
     torch.manual_seed(0)
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench-cpt-"))
-    out.mkdir(parents=True, exist_ok=True)
-    texts = list(iter_texts([CorpusInput(path=str(CORPUS))]))
-    train = list(training_texts(texts))
-    korean = heldout_sample(texts, args.korean_chars)
-    english = heldout_sample(python_docs_english(unit="paragraph"), args.english_chars, heldout_only=False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    prepared = prepared_corpus(args.out)
+    korean = korean_heldout(prepared, args.korean_chars, 0)
+    heldout = (korean, english_heldout(EnglishSection(), args.english_chars, 0))
     base_dir = materialize(resolve(BASE), None)
-    print(f"{len(train):,} training documents; held-out: {len(korean)} Korean, {len(english)} English documents")
-
-    # ---- (a) redwhale: tokenizer + init count against the budget
-    started = time.perf_counter()
-    train_file = out / "train.txt"
-    train_file.write_text("\n\n".join(t.replace("\n\n", "\n") for t in train), encoding="utf-8")
-    train_tokenizer(
-        BASE, [CorpusInput(path=str(train_file), format="text")], TokenizerSection(size=args.size), out / "ko-tokenizer"
-    )
-    merge_tokenizers(BASE, out / "ko-tokenizer", out / "merged", pad_to_multiple_of=64)
-    extend_command(BASE, out / "merged", "calibrated", out / "extended", train, 30_000)
-    prep_s = time.perf_counter() - started
-    print(f"(a) tokenizer, merge and init: {prep_s:.0f} s")
-
-    paper = stages_paper()
-    paper_rates = rates(out / "extended", train[:2000], paper, out / "probe-a")
-    full = stage_full()
-    full_rates = rates(base_dir, train[:2000], full, out / "probe-b")
-    left = max(60.0, args.budget - prep_s)
-    tokens_a = [r * left / len(paper) for r in paper_rates]
-    tokens_b = [full_rates[0] * args.budget]
-    print(
-        f"rates (tokens/s): redwhale stages {[round(r) for r in paper_rates]}, full fine-tuning {round(full_rates[0])}"
-    )
-
-    started = time.perf_counter()
-    train_command(out / "extended", train, None, train_section(paper, tokens_a), out / "train-a")
-    wall_a = prep_s + time.perf_counter() - started
-    started = time.perf_counter()
-    train_command(base_dir, train, None, train_section(full, tokens_b), out / "train-b")
-    wall_b = time.perf_counter() - started
-
-    base = bpb(str(base_dir), korean, english, out / "eval-base.json", None)
-    a = bpb(str(out / "train-a" / "model"), korean, english, out / "eval-a.json", str(base_dir))
-    b = bpb(str(out / "train-b" / "model"), korean, english, out / "eval-b.json", None)
-    rows = [
-        ("base SmolLM2-135M", 0.0, 0, base),
-        ("(a) redwhale", wall_a, sum(tokens_a), a),
-        ("(b) full fine-tuning, base tokenizer", wall_b, sum(tokens_b), b),
-    ]
-    print("\n| model | wall clock (s) | training tokens | Korean bits/byte | English bits/byte | English vs base |")
-    print("|---|---|---|---|---|---|")
-    for name, wall, tokens, r in rows:
-        change = (r["english_bpb"] / base["english_bpb"] - 1) * 100
-        print(
-            f"| {name} | {wall:.0f} | {tokens:,.0f} | {r['korean_bpb']:.4f} | {r['english_bpb']:.4f} | {change:+.2f}% |"
-        )
-    verdict = a["korean_bpb"] < b["korean_bpb"]
-    print(
-        f"\n(a) Korean below (b): {verdict}; (a) English degradation "
-        f"{(a['english_bpb'] / base['english_bpb'] - 1) * 100:+.2f}% (target <= 5%)"
-    )
-    (out / "result.json").write_text(
-        json.dumps({"rows": [{"name": n, "wall_s": w, "tokens": t, **r} for n, w, t, r in rows]}, indent=2)
-    )
-    print(f"outputs: {out}")
+    base = score(base_dir, *heldout, args.out / "eval-base.json")
+    results = {}
+    target = args.out / "cpt.json" if args.smoke else HERE / "measured" / "cpt.json"
+    for budget in args.budgets:
+        results[f"{budget:.0f}"] = run_budget(budget, prepared, heldout, base_dir, args.out)
+        atomic_write_json(target, {"base": base, "budgets": results, "cpu_threads": torch.get_num_threads()})
+    print_table(base, results)
 
 
 if __name__ == "__main__":
