@@ -2,7 +2,7 @@
 
 Three arms per budget, in one run, on the same documents (the training split of ``../shared/data/ko_corpus``,
 cleaned once by the prepare phase, not counted), the same seed, and the same held-out Korean (the prepare phase's
-held-out split, 30,000 characters) and English (CPython's reference, 20,000 characters, never trained on):
+held-out split, 15,000 characters) and English (CPython's reference, 20,000 characters, never trained on):
 
 (a) redwhale with its defaults: the tokenizer phase (sweep, ``tokenizer.size: auto`` for the planned budget, merge),
     the extend phase (``extend`` defaults: calibrated init, ``compare: auto``) and the default stages and shares;
@@ -225,7 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[480.0, 960.0], help="wall-clock seconds per arm")
     parser.add_argument("--out", type=Path, default=Path("/tmp/redwhale-bench-cpt"))
-    parser.add_argument("--korean-chars", type=int, default=30_000, help="held-out Korean scored (characters)")
+    parser.add_argument("--korean-chars", type=int, default=15_000, help="held-out Korean scored (characters)")
     parser.add_argument("--english-chars", type=int, default=20_000, help="held-out English scored (characters)")
     parser.add_argument("--smoke", action="store_true", help="results to --out only (a check of the script)")
     args = parser.parse_args()

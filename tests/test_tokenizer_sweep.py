@@ -179,3 +179,22 @@ def test_cli_train_merge_sweep(tmp_path, capsys, korean_jsonl, bpe_tokenizer_dir
         == 2
     )
     assert "--sizes" in capsys.readouterr().err
+
+
+def test_auto_size_shrinks_the_vocabulary_only_when_the_budget_cannot_train_the_knee():
+    from redwhale.tokenizer.adapt import choose_size
+
+    # median frequency per training token of each size's new tokens: larger sizes have rarer tokens
+    result = {
+        "chosen_size": 8000,
+        "rows": [{"size": s, "new_token_frequency": {"q50": 1 / s}} for s in (500, 2000, 8000)],
+    }
+    rule = TokenizerSection(sizes=[500, 2000, 8000], min_occurrences=4)
+    assert choose_size(result, rule, 8000 * 4)["size"] == 8000  # the knee's tokens reach 4 occurrences
+    small = choose_size(result, rule, 2000 * 4)
+    assert small["size"] == 2000 and "too small for the knee" in small["why"]
+    assert small["expected_occurrences"] == {"500": 16.0, "2000": 4.0, "8000": 1.0}
+    assert choose_size(result, rule, 10)["size"] == 500  # nothing reaches the threshold: the smallest
+    fixed = TokenizerSection(sizes=[500, 2000, 8000], size=2000)
+    assert choose_size(result, fixed, 10**9)["size"] == 2000  # a size the user sets is kept
+    assert choose_size(result, rule.model_copy(update={"size": "knee"}), 10)["size"] == 8000
