@@ -279,7 +279,7 @@ def report(results: dict, n_docs: int, size_mb: float) -> None:
               f"{d['unique']:,}, wrongly (no other document at Jaccard >= 0.5) {d['unique_wrongly_removed']:,} "
               f"({d['wrong_share']:.2%}): {d['wrong_by_kind']}")  # fmt: skip
     n = results["redwhale"]["noise"]
-    print("\nredwhale noise handled: " + ", ".join(f"{k} {v['handled']:.1%}" for k, v in n.items() if "handled" in v))
+    print("\nredwhale noise handled: " + ", ".join(f"{k} {v['handled']:.1%}" for k, v in n.items() if isinstance(v, dict)))
     print(f"redwhale clean documents lost to filters: {n['clean_lost']:.2%} {n['clean_lost_by_reason']}")
     pairs = results["redwhale"].get("summary", {}).get("near_duplicates")
     print(f"redwhale near-duplicate candidate pairs: {pairs}")
@@ -330,10 +330,10 @@ def main() -> None:
             r["dedup"] = dedup_figures(truth, texts, kept, reasons, unique)
             if kind == "redwhale":
                 r["noise"] = noise_figures(truth, kept, reasons)
-    if {"gopher", "redwhale", "minhash"} <= set(results):
-        report(results, n_docs, size_mb)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"documents": n_docs, "mb": size_mb, "results": results}, indent=2, default=str))
+    if {"gopher", "redwhale", "minhash"} <= set(results):
+        report(results, n_docs, size_mb)
     if args.keep is None:
         shutil.rmtree(root, ignore_errors=True)
 

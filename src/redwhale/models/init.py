@@ -235,9 +235,10 @@ def collect_hidden(model, windows, max_positions: int, bar=None) -> tuple[torch.
         positions = list(range(max(window.score_from, 1), len(window.ids)))
         hidden.append(states[[p - 1 for p in positions]].float().cpu())
         targets.append(torch.tensor([window.ids[p] for p in positions]))
-        total += len(positions)
+        taken = min(len(positions), max_positions - total)  # the last window is cut at the cap
+        total += taken
         if bar is not None:
-            bar.update(len(positions))
+            bar.update(taken)
         if total >= max_positions:
             break
     return torch.cat(hidden)[:max_positions], torch.cat(targets)[:max_positions]
