@@ -71,8 +71,15 @@ def weights(out):
     return load_file(str(out / "model" / "model.safetensors"))
 
 
-def test_a_run_killed_mid_stage_and_resumed_ends_with_the_same_weights(setup, extended_tied_dir):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_run_killed_mid_stage_and_resumed_ends_with_the_same_weights(setup, extended_tied_dir, dtype):
+    """float32, and bf16 frozen weights (model.dtype) whose stage boundaries re-cast what is trained and frozen."""
     folder, corpus, config = setup
+    if dtype != "float32":
+        folder = folder / dtype
+        folder.mkdir()
+        config = folder / "run.yaml"
+        config.write_text(yaml.safe_dump({**CONFIG, "model": {"dtype": dtype}}))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(
         command(extended_tied_dir, folder / "straight", config, corpus), check=True, env=env, capture_output=True
@@ -102,6 +109,7 @@ def test_a_run_killed_mid_stage_and_resumed_ends_with_the_same_weights(setup, ex
     assert straight.keys() == resumed.keys()
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
+    assert {t.dtype for t in resumed.values()} == {getattr(torch, dtype)}  # saved in the dtype asked for
     stages = json.loads((killed / "stages.json").read_text())
     assert [s["stage"] for s in stages] == ["embeddings", "odd", "even", "lora"]
     assert any(s["resumed_at_step"] for s in stages)
