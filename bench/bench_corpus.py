@@ -279,7 +279,10 @@ def report(results: dict, n_docs: int, size_mb: float) -> None:
               f"{d['unique']:,}, wrongly (no other document at Jaccard >= 0.5) {d['unique_wrongly_removed']:,} "
               f"({d['wrong_share']:.2%}): {d['wrong_by_kind']}")  # fmt: skip
     n = results["redwhale"]["noise"]
-    print("\nredwhale noise handled: " + ", ".join(f"{k} {v['handled']:.1%}" for k, v in n.items() if isinstance(v, dict) and "handled" in v))
+    print(
+        "\nredwhale noise handled: "
+        + ", ".join(f"{k} {v['handled']:.1%}" for k, v in n.items() if isinstance(v, dict) and "handled" in v)
+    )
     print(f"redwhale clean documents lost to filters: {n['clean_lost']:.2%} {n['clean_lost_by_reason']}")
     pairs = results["redwhale"].get("summary", {}).get("near_duplicates")
     print(f"redwhale near-duplicate candidate pairs: {pairs}")
