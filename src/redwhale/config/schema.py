@@ -236,7 +236,7 @@ class ExtendSection(Section):
     def compared_methods(self, training_tokens: int) -> tuple[list[str], str]:
         """The methods the comparison measures, and why (``compare: auto`` decides by the training budget)."""
         if self.compare != "auto":
-            return list(self.compare), "extend.compare is set"
+            return list(self.compare), "extend.compare is set" if self.compare else "skipped: extend.compare is empty"
         # the comparison scores each method and the base on eval_chars per language: at most a token per character
         scored = (len(COMPARED_METHODS) + 1) * 2 * self.eval_chars
         if training_tokens >= COMPARE_BUDGET_FACTOR * scored:

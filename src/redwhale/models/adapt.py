@@ -55,6 +55,8 @@ def extend_and_compare(
     merged = load_merged_tokenizer(merged_dir)  # before the model: a broken folder fails at once
     base = load_model(base_spec, **load.model_kwargs(dtype="float32"))
     base_tokenizer = load_tokenizer(base_spec, **load.tokenizer_kwargs())
+    if section.compare == "auto":  # resolved by the caller, who knows the budget (ExtendSection.compared_methods)
+        raise ValueError("extend_and_compare needs extend.compare resolved to a list of methods")
     methods = [*section.compare, section.init]
     calibration: tuple[list[str], Any] = ([], None)
     if any(METHODS[m].calibrated for m in methods if m in METHODS):

@@ -184,7 +184,7 @@ def extend_phase(
     """Compare init methods (before any training), then save the model extended with the configured one."""
     from redwhale.models.adapt import extend_and_compare
 
-    out = ExtendedModel(ctx.work, extend.init)
+    out = ExtendedModel(ctx.work, extend.init, comparison["why"])
     methods = comparison["methods"]
     extend_and_compare(
         model.base,
@@ -199,7 +199,7 @@ def extend_phase(
         ctx.load(model),
         ctx.progress,
     )
-    return ExtendedModel(out.root, extend.init, comparison["why"])
+    return out
 
 
 def train_phase(
