@@ -32,6 +32,14 @@ def load_merged_tokenizer(folder: Path):
         raise TokenizerError(f"{folder} is not a usable tokenizer folder (merge one first): {first}") from None
 
 
+def _methods(section: ExtendSection) -> list[str]:
+    """The compared methods and the configured one; ``compare: auto`` is resolved by the caller, who knows the
+    budget (:meth:`ExtendSection.compared_methods`)."""
+    if section.compare == "auto":
+        raise ValueError("extend_and_compare needs extend.compare resolved to a list of methods")
+    return [*section.compare, section.init]
+
+
 def extend_and_compare(
     base_spec: str,
     merged_dir: Path,
@@ -55,9 +63,7 @@ def extend_and_compare(
     merged = load_merged_tokenizer(merged_dir)  # before the model: a broken folder fails at once
     base = load_model(base_spec, **load.model_kwargs(dtype="float32"))
     base_tokenizer = load_tokenizer(base_spec, **load.tokenizer_kwargs())
-    if section.compare == "auto":  # resolved by the caller, who knows the budget (ExtendSection.compared_methods)
-        raise ValueError("extend_and_compare needs extend.compare resolved to a list of methods")
-    methods = [*section.compare, section.init]
+    methods = _methods(section)
     calibration: tuple[list[str], Any] = ([], None)
     if any(METHODS[m].calibrated for m in methods if m in METHODS):
         calibration = calibration_data(merged, train_texts, section.calibration_chars, seed)
