@@ -58,6 +58,33 @@ def test_controls_zero_width_whitespace_html_boilerplate():
     assert {"html_cleaned", "controls_removed", "boilerplate_lines_removed"} <= set(counts)
 
 
+STOCK = "이 리뷰가 도움이 되었나요? 공감 · 신고하기"
+
+
+def test_a_page_template_is_kept_once_and_the_page_survives_the_repetition_rules():
+    reviews = ["정말 재밌다 또 보고 싶어요", "배우 연기가 최고였어요", "1점도 아깝다", "음악이 좋았습니다", "별로예요"]
+    page = "\n".join(["[영화] 기생충 관객 리뷰"] + [line for r in reviews for line in (r, STOCK, "")])
+    assert verdict(KoreanQualityFilter(), page) == (False, "duplicate_lines")  # as Gopher would: a third are repeats
+    counts = {}
+    cleaned = normalize_text(page, counts)
+    assert cleaned.count(STOCK) == 1 and all(r in cleaned for r in reviews)
+    assert counts["template_lines_removed"] == 1
+    assert verdict(KoreanQualityFilter(), cleaned) == (True, None)
+    assert normalize_text(page, remove_template_lines=False).count(STOCK) == len(reviews)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n".join(["지금 바로 클릭하세요"] * 12),  # back to back: spam for the repetition rules, not a template
+        "\n\n".join(["지금 바로 클릭하세요"] * 12),
+        f"첫 줄입니다\n{STOCK}\n둘째 줄입니다\n{STOCK}\n셋째 줄",  # twice is not a template
+    ],
+)
+def test_lines_that_are_not_a_template_are_left_for_the_rules(text):
+    assert normalize_text(text) == text
+
+
 def test_clean_text_is_left_alone():
     for line in KOREAN_LINES + ENGLISH_LINES[:2]:
         assert normalize_text(line) == line.strip()
@@ -252,6 +279,43 @@ def test_only_confirmed_candidates_are_removed(tmp_path):
     assert summary["dropped_by_reason"] == {"near_duplicate": 1}
     kept = read_output(tmp_path / "w")["train"]
     assert len(kept) == 6 and all(p in kept for p in pages[1:])
+
+
+def test_a_large_group_of_unrelated_documents_is_screened_by_signature_not_compared_pair_by_pair(tmp_path):
+    """A band group of 300 documents that share only a footer (their band minima fell in it) and one real near copy:
+    the signatures screen out the unrelated pairs, the copy is still confirmed, and a pair colliding again in a later
+    band is not compared twice."""
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+
+    from redwhale.corpus.dedup import FindNearDuplicates
+
+    rng = np.random.default_rng(0)
+    hashes = 128
+    signatures = rng.integers(0, 2**32, size=(300, hashes), dtype=np.uint64).astype(np.uint32)
+    signatures[1, : hashes * 3 // 4] = signatures[0, : hashes * 3 // 4]  # doc 1 is a near copy of doc 0
+    shingles = [np.sort(rng.choice(10**6, 400, replace=False)).astype(np.uint32) for _ in range(300)]
+    shingles[1] = np.sort(np.concatenate([shingles[0][:300], np.arange(2 * 10**6, 2 * 10**6 + 50)])).astype(np.uint32)
+
+    class Store:
+        exact = 0
+
+        def signatures(self, members):
+            return signatures[members[:, 1]]
+
+        def get(self, rank, doc):
+            Store.exact += 1
+            return shingles[doc]
+
+    step = FindNearDuplicates(
+        str(tmp_path), str(tmp_path), str(tmp_path), MinhashConfig(num_buckets=32, hashes_per_bucket=4)
+    )
+    group = np.column_stack([np.zeros(300, np.uint32), np.arange(300, dtype=np.uint32)])
+    checked: dict = {}
+    assert step._confirm(group, Store(), checked) == [(0, 0, 0, 1)]
+    assert Store.exact <= 10  # 300 * 299 / 2 pairs without the screen
+    again = Store.exact
+    assert step._confirm(group[::-1].copy(), Store(), checked) == [(0, 1, 0, 0)]
+    assert Store.exact == again
 
 
 def test_band_groups_find_every_shared_signature():

@@ -92,6 +92,11 @@ class PrepareSection(Section):
     fix_mojibake: bool = Field(True, description="repair mojibake with ftfy (only texts its detector flags)")
     strip_html: bool = Field(True, description="remove HTML tags and decode entities")
     remove_boilerplate: bool = Field(True, description="drop boilerplate lines (copyright, share, subscribe)")
+    remove_template_lines: bool = Field(
+        True,
+        description="keep one copy of a line repeated 3+ times after other lines (a page template), so the "
+        "repetition rules judge the content",
+    )
     script_filter: bool = Field(True, description="drop documents whose letters are mostly not of the script")
     min_script_share: float = Field(0.5, ge=0, le=1, description="minimum share of the script among letters")
     lid_model: PathField | None = Field(
@@ -120,8 +125,10 @@ class PrepareSection(Section):
     dedup_exact: bool = Field(True, description="drop exact duplicates (hash of the normalised text)")
     dedup_near: bool = Field(True, description="drop near duplicates (MinHash LSH over character n-grams)")
     minhash_ngram: int = Field(5, ge=1, description="character n-gram size of the MinHash shingles (characters)")
-    minhash_bands: int = Field(20, ge=1, description="LSH bands (more: higher recall)")
-    minhash_rows: int = Field(5, ge=1, description="hashes per band (more: fewer candidate pairs)")
+    minhash_bands: int = Field(
+        32, ge=1, description="LSH bands (more: higher recall; 32 x 4 finds a pair at Jaccard 0.58 with p = 0.97)"
+    )
+    minhash_rows: int = Field(4, ge=1, description="hashes per band (more: fewer candidate pairs to confirm)")
     dedup_threshold: float = Field(
         0.5,
         gt=0,

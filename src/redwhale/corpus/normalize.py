@@ -1,5 +1,14 @@
 """Korean text normalisation as a datatrove step: Unicode NFC, mojibake repair, HTML remnants, control and zero-width
-characters, stray conjoining jamo, whitespace, and boilerplate lines. Each change is counted in the step's stats."""
+characters, stray conjoining jamo, whitespace, boilerplate lines, and the repeats of a page's template lines. Each
+change is counted in the step's stats.
+
+Template lines: a page often wraps each of its items in the same site furniture (``이 리뷰가 도움이 되었나요? 공감 ·
+신고하기`` after every review). Gopher's repetition rules then drop the page, content and all, because a third of its
+lines are repeats. A line that occurs :data:`TEMPLATE_REPEATS` or more times, each time after a different line, is
+such furniture: its first occurrence is kept and its repeats removed, and the repetition rules judge what is left.
+A line repeated back to back (``A\nA\nA``, the spam the rules exist for) is not a template and stays for them to see.
+No library step does this (datatrove's formatters and Gopher filters work per line or per document, not on repeats).
+"""
 
 from __future__ import annotations
 
@@ -44,6 +53,37 @@ JAMO_TO_COMPAT = {
 }
 _STRAY_JAMO = re.compile("[\u1100-\u1112\u1161-\u1175\u11a8-\u11c2]")
 
+#: A line occurring this many times, each after a different line, is a template line (see the module doc).
+TEMPLATE_REPEATS = 3
+
+
+def strip_template_lines(lines: list[str]) -> list[str]:
+    """``lines`` without the repeats of their template lines (the first occurrence stays; blank lines are ignored)."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        if line:
+            counts[line] = counts.get(line, 0) + 1
+    if not counts or max(counts.values()) < TEMPLATE_REPEATS:
+        return lines
+    interleaved: dict[str, int] = {}  # occurrences that follow a different non-blank line (or start the text)
+    previous = None
+    for line in lines:
+        if line:
+            if counts[line] >= TEMPLATE_REPEATS and line != previous:
+                interleaved[line] = interleaved.get(line, 0) + 1
+            previous = line
+    template = {line for line, n in interleaved.items() if n >= TEMPLATE_REPEATS}
+    if not template:
+        return lines
+    out, seen, previous = [], set(), None
+    for line in lines:
+        if line in template and line in seen and line != previous:
+            continue  # a repeat of a template line after other text; back-to-back repeats stay
+        seen.add(line)
+        out.append(line)
+        previous = line if line else previous
+    return out
+
 
 def normalize_text(
     text: str,
@@ -51,6 +91,7 @@ def normalize_text(
     fix_mojibake: bool = True,
     strip_html: bool = True,
     remove_boilerplate: bool = True,
+    remove_template_lines: bool = True,
 ) -> str:
     """Normalise one text; ``counts`` (if given) receives the number of documents each change touched."""
 
@@ -89,6 +130,11 @@ def normalize_text(
         if len(kept) != len(lines):
             hit("boilerplate_lines_removed")
         lines = kept
+    if remove_template_lines:
+        kept = strip_template_lines(lines)
+        if len(kept) != len(lines):
+            hit("template_lines_removed")
+        lines = kept
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
@@ -98,16 +144,28 @@ class KoreanNormalizer(PipelineStep):
     type = "🧹 - NORMALISE"
     name = "🇰🇷 Korean normaliser"
 
-    def __init__(self, fix_mojibake: bool = True, strip_html: bool = True, remove_boilerplate: bool = True):
+    def __init__(
+        self,
+        fix_mojibake: bool = True,
+        strip_html: bool = True,
+        remove_boilerplate: bool = True,
+        remove_template_lines: bool = True,
+    ):
         super().__init__()
         self.fix_mojibake, self.strip_html, self.remove_boilerplate = fix_mojibake, strip_html, remove_boilerplate
+        self.remove_template_lines = remove_template_lines
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         for document in data:
             with self.track_time():
                 counts: dict[str, int] = {}
                 document.text = normalize_text(
-                    document.text, counts, self.fix_mojibake, self.strip_html, self.remove_boilerplate
+                    document.text,
+                    counts,
+                    self.fix_mojibake,
+                    self.strip_html,
+                    self.remove_boilerplate,
+                    self.remove_template_lines,
                 )
                 self.stat_update("total")
                 for key in counts:

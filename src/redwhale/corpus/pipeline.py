@@ -80,7 +80,9 @@ def filter_steps(corpus: CorpusSection, cfg: PrepareSection, work: Path, exclusi
     steps: list = [make_reader(spec, None, corpus.text_unit) for spec in corpus.inputs]
     steps.append(Tally("read", work / "progress" / "1-filter"))
     if cfg.normalize:
-        steps.append(KoreanNormalizer(cfg.fix_mojibake, cfg.strip_html, cfg.remove_boilerplate))
+        steps.append(
+            KoreanNormalizer(cfg.fix_mojibake, cfg.strip_html, cfg.remove_boilerplate, cfg.remove_template_lines)
+        )
     if cfg.script_filter:
         lid = str(cfg.lid_model) if cfg.lid_model else None
         steps.append(

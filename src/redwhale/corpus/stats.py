@@ -42,6 +42,7 @@ NORMALISATION_COUNTERS = (
     "controls_removed",
     "stray_jamo_mapped",
     "boilerplate_lines_removed",
+    "template_lines_removed",
 )
 
 
