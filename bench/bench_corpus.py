@@ -198,9 +198,11 @@ def _shingles(text: str) -> set[int]:
     return set(char_ngram_hashes(normalized_for_hash(text), 5).tolist())
 
 
-def best_jaccard(ids: list[str], texts: dict[str, str]) -> dict[str, float]:
+def best_jaccard(ids: list[str], texts: dict[str, str], enough: float = 0.5) -> dict[str, float]:
     """For each of ``ids``, the highest character 5-gram Jaccard with any other input document (exact on every
-    document sharing at least two of the target's 64 smallest shingle hashes)."""
+    document sharing at least two of the target's 64 smallest shingle hashes), or the first one found that reaches
+    ``enough`` (a target's neighbours are not compared further once one is that close: same-movie pages share their
+    smallest hashes with hundreds of pages)."""
     targets = {i: _shingles(texts[i]) for i in ids}
     index: dict[int, set[str]] = defaultdict(set)
     for i, shingles in targets.items():
@@ -211,7 +213,7 @@ def best_jaccard(ids: list[str], texts: dict[str, str]) -> dict[str, float]:
         shingles = _shingles(text)
         hits = Counter(i for h in shingles & keys for i in index[h] if i != j)
         for i, count in hits.items():
-            if count >= 2:
+            if count >= 2 and best[i] < enough:
                 best[i] = max(best[i], len(targets[i] & shingles) / len(targets[i] | shingles))
     return best
 
@@ -242,6 +244,7 @@ def dedup_figures(truth: dict, texts: dict[str, str], kept: dict, reasons: dict,
         "unique_wrongly_removed": len(wrong),
         "wrong_share": len(wrong) / len(unique),
         "wrong_by_kind": dict(Counter(truth["kinds"][i] for i in wrong)),
+        "removed_by_kind": dict(Counter(truth["kinds"][i] for i in removed)),
     }
 
 
@@ -277,7 +280,7 @@ def report(results: dict, n_docs: int, size_mb: float) -> None:
         recall = ", ".join(f"{k} {v:.3f}" for k, v in d["recall"].items())
         print(f"\n{kind}: recall {recall}; unique documents removed as duplicates {d['unique_removed']:,} of "
               f"{d['unique']:,}, wrongly (no other document at Jaccard >= 0.5) {d['unique_wrongly_removed']:,} "
-              f"({d['wrong_share']:.2%}): {d['wrong_by_kind']}")  # fmt: skip
+              f"({d['wrong_share']:.2%}): {d['wrong_by_kind']}; removed by kind {d.get('removed_by_kind')}")  # fmt: skip
     n = results["redwhale"]["noise"]
     print(
         "\nredwhale noise handled: "
