@@ -198,3 +198,31 @@ def test_auto_size_shrinks_the_vocabulary_only_when_the_budget_cannot_train_the_
     fixed = TokenizerSection(sizes=[500, 2000, 8000], size=2000)
     assert choose_size(result, fixed, 10**9)["size"] == 2000  # a size the user sets is kept
     assert choose_size(result, rule.model_copy(update={"size": "knee"}), 10)["size"] == 8000
+
+
+def test_auto_measures_sizes_below_the_sweep_only_when_no_swept_size_qualifies():
+    from redwhale.tokenizer.adapt import smaller_sizes_if_needed
+
+    rows = [{"size": s, "new_token_frequency": {"q50": 1 / s}} for s in (2000, 8000)]
+    rule = TokenizerSection(sizes=[2000, 8000], min_occurrences=4)
+    assert smaller_sizes_if_needed(rule, 8000 * 4)(rows, 8000) == []  # the knee qualifies
+    assert smaller_sizes_if_needed(rule, 2000 * 4)(rows, 8000) == []  # a smaller swept size does
+    assert smaller_sizes_if_needed(rule, 10)(rows, 8000) == [1000, 500]  # none does: halve down to 500
+
+
+def test_sweep_measures_the_sizes_more_sizes_asks_for(tmp_path, korean_jsonl, bpe_tokenizer_dir):
+    from redwhale.tokenizer.sweep import sweep
+
+    texts = [json.loads(line)["text"] for line in korean_jsonl.read_text(encoding="utf-8").splitlines()]
+    asked = []
+
+    def more(rows, knee):
+        asked.append(([r["size"] for r in rows], knee))
+        return [400, 800]  # 800 is measured already
+
+    section = TokenizerSection(sizes=[800, 1000], min_frequency=1)
+    result = sweep(str(bpe_tokenizer_dir), texts[100:], section, "hangul", tmp_path / "s", 0, texts[:100],
+                   more_sizes=more)  # fmt: skip
+    assert asked == [([800, 1000], result["chosen_size"])]
+    assert [r["size"] for r in result["rows"]] == [400, 800, 1000]
+    assert result["swept_sizes"] == [800, 1000] and result["chosen_size"] in (800, 1000)

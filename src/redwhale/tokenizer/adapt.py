@@ -10,8 +10,8 @@ How the size is chosen (``tokenizer.size``):
   its new tokens would occur in the planned training tokens: its held-out frequency per token (the sweep measures it)
   times the budget. ``auto`` takes the largest measured size, up to the knee, whose new tokens reach
   ``min_occurrences`` at the ``occurrence_quantile`` (by default, half of the new tokens occur at least that often).
-  Sizes below the smallest swept one are measured too (halving down to 500) so that a small budget still gets a
-  size. The rule, the budget and every size's expected occurrences are written to ``choice.json`` and the report.
+  When no swept size qualifies, sizes below the smallest swept one are measured too (halving down to 500) so that
+  a small budget still gets a size. The rule, the budget and every size's expected occurrences are written to ``choice.json`` and the report.
 """
 
 from __future__ import annotations
@@ -45,12 +45,32 @@ def _quantile_key(q: float) -> str:
     return f"q{round(q * 100):02d}"
 
 
+def _expected(rows: list[dict[str, Any]], section: TokenizerSection, training_tokens: int) -> dict[int, float]:
+    """Each size's expected occurrences, in ``training_tokens``, of its new tokens at the configured quantile."""
+    key = _quantile_key(1 - section.occurrence_quantile)
+    return {r["size"]: r["new_token_frequency"].get(key, 0.0) * training_tokens for r in rows}
+
+
+def _eligible(expected: dict[int, float], knee: int, section: TokenizerSection) -> list[int]:
+    return [s for s, v in expected.items() if s <= knee and v >= section.min_occurrences]
+
+
+def smaller_sizes_if_needed(section: TokenizerSection, training_tokens: int):
+    """For :func:`sweep`'s ``more_sizes``: the :func:`ladder` below the swept sizes, only when ``auto`` would find
+    no swept size up to the knee whose new tokens occur often enough (measuring them costs a pass over the held-out
+    text per size, for nothing when the knee or another swept size is chosen)."""
+
+    def more(rows: list[dict[str, Any]], knee: int) -> list[int]:
+        return [] if _eligible(_expected(rows, section, training_tokens), knee, section) else ladder(section.sizes)
+
+    return more
+
+
 def choose_size(result: dict[str, Any], section: TokenizerSection, training_tokens: int) -> dict[str, Any]:
     """The size to merge and why (see the module docstring)."""
     knee = result["chosen_size"]
     rows = result["rows"]
-    key = _quantile_key(1 - section.occurrence_quantile)
-    expected = {r["size"]: r["new_token_frequency"].get(key, 0.0) * training_tokens for r in rows}
+    expected = _expected(rows, section, training_tokens)
     choice: dict[str, Any] = {
         "mode": section.size if isinstance(section.size, str) else "fixed",
         "knee": knee,
@@ -63,7 +83,7 @@ def choose_size(result: dict[str, Any], section: TokenizerSection, training_toke
         return {**choice, "size": section.size, "why": "tokenizer.size is set"}
     if section.size == "knee":
         return {**choice, "size": knee, "why": "the RIC/REC knee"}
-    eligible = [s for s, v in expected.items() if s <= knee and v >= section.min_occurrences]
+    eligible = _eligible(expected, knee, section)
     if eligible and max(eligible) == knee:
         return {**choice, "size": knee, "why": "the knee: its new tokens occur often enough in the budget"}
     if eligible:
@@ -92,9 +112,8 @@ def adapt_tokenizer(
     progress: ProgressFactory = no_file_progress,
 ) -> dict[str, Any]:
     """Sweep into ``sweep_dir``, choose, merge into ``merged_dir``; the choice goes to ``choice.json`` beside them."""
-    extra = ladder(section.sizes) if section.size == "auto" else []
-    if isinstance(section.size, int):
-        extra = [section.size]
+    extra = [section.size] if isinstance(section.size, int) else []
+    more = smaller_sizes_if_needed(section, training_tokens) if section.size == "auto" else None
     result = sweep(
         base_spec,
         train_texts,
@@ -106,6 +125,7 @@ def adapt_tokenizer(
         extra_sizes=extra,
         load=load,
         progress=progress,
+        more_sizes=more,
     )
     choice = choose_size(result, section, training_tokens)
     report = merge_tokenizers(

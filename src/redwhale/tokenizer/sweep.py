@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -189,10 +189,13 @@ def sweep(
     extra_sizes: Sequence[int] = (),
     load: LoadOptions | None = None,
     progress: ProgressFactory = no_file_progress,
+    more_sizes: Callable[[list[dict[str, Any]], int], Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Train once at the largest of ``section.sizes``, measure every size (and ``extra_sizes``), choose the knee
     among ``section.sizes``; write ``sweep.json``, ``sweep.md``, ``sweep.png`` and the standalone tokenizer
-    (``new-tokenizer/``) into ``out``. Without ``heldout_texts``, ``heldout_fraction`` of ``texts`` is held out."""
+    (``new-tokenizer/``) into ``out``. Without ``heldout_texts``, ``heldout_fraction`` of ``texts`` is held out.
+    ``more_sizes(rows, knee)``, given the measured rows (as in ``sweep.json``) and the knee, names sizes below the
+    largest to measure as well (``tokenizer.size: auto`` asks for smaller sizes only when the knee's are too many)."""
     sizes = sorted(set(section.sizes))
     script = get_script(script_name)
     base_hf, base = load_base(base_spec, load)
@@ -215,16 +218,15 @@ def sweep(
     words = _script_words(heldout, base_backend.pre_tokenizer, script)
     base_tokens = _count(base_backend, heldout)
     chars = sum(len(t) for t in heldout)
-    rows: list[SweepRow] = []
-    with progress("vocabulary sweep", total=len(measured), unit="size") as bar:
-        for size in measured:
-            row = _measure(base, full_plan, new, size, heldout, words, base_tokens, chars)
-            if row is None and size in sizes:
-                raise TokenizerError(f"size {size} adds no token: it is not larger than what the base already has")
-            if row is not None:
-                rows.append(row)
-            bar.update(1, size=size, ric=row.ric if row else None)
+
+    def measure(size: int) -> SweepRow | None:
+        return _measure(base, full_plan, new, size, heldout, words, base_tokens, chars)
+
+    rows = _measure_sizes(measured, sizes, measure, progress)
     chosen = knee([r for r in rows if r.size in sizes])
+    if more_sizes is not None:  # sizes worth measuring only in view of the first ones (smaller than any measured)
+        more = sorted(set(more_sizes([asdict(r) for r in rows], chosen)) - set(measured))
+        rows = sorted(rows + _measure_sizes(more, sizes, measure, progress), key=lambda r: r.size)
     timing = {"train": trained - started, "plan": planned - trained, "measure": time.perf_counter() - planned}
     result = _result(base_spec, base, script, heldout, chars, base_tokens, section, training, rows, sizes, chosen)
     result.update(candidate_counts=dict(full_plan.counts), seconds={k: round(v, 2) for k, v in timing.items()})
@@ -232,6 +234,24 @@ def sweep(
     atomic_write_text(out / "sweep.md", sweep_markdown(result))
     plot_sweep(result, out / "sweep.png")
     return result
+
+
+def _measure_sizes(
+    sizes: Sequence[int], swept: Sequence[int], measure: Callable[[int], SweepRow | None], progress: ProgressFactory
+) -> list[SweepRow]:
+    """The rows of ``sizes`` (a swept size that adds no token is an error; another one is left out)."""
+    rows: list[SweepRow] = []
+    if not sizes:
+        return rows
+    with progress("vocabulary sweep", total=len(sizes), unit="size") as bar:
+        for size in sizes:
+            row = measure(size)
+            if row is None and size in swept:
+                raise TokenizerError(f"size {size} adds no token: it is not larger than what the base already has")
+            if row is not None:
+                rows.append(row)
+            bar.update(1, size=size, ric=row.ric if row else None)
+    return rows
 
 
 def _result(base_spec, base, script, heldout, chars, base_tokens, section, training, rows, sizes, chosen) -> dict:
