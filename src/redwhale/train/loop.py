@@ -44,7 +44,7 @@ from redwhale.train.loss import CausalLMLoss
 from redwhale.train.metrics import MetricsLogger, read_metrics
 from redwhale.train.optim import OffloadedAdamW, make_optimizer
 from redwhale.train.plan import GIB, batch_layout, plan_config
-from redwhale.train.precision import Precision, UpcastProducts, apply_dtypes, resolve_precision
+from redwhale.train.precision import Precision, apply_dtypes, cpu_bfloat16, resolve_precision
 from redwhale.train.select import NewRowsStep, Selection, apply_row_rules_to_grads, select, wrap_lora
 
 log = logging.getLogger(__name__)
@@ -259,9 +259,9 @@ class Trainer:
             index, model, wrapped, selection, optimizer, schedule, total_steps, per_step, micro, accum, state
         )
 
-    def _autocast(self):
+    def _autocast(self, model):
         if self.precision.upcasts:
-            return UpcastProducts()
+            return cpu_bfloat16(model.parameters())
         if self.precision.autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.precision.autocast)
@@ -277,7 +277,7 @@ class Trainer:
             batch = stream.next_batch(run.micro, stage.english_share).to(self.device)
             sync = contextlib.nullcontext() if micro == run.accum - 1 else acc.no_sync(run.wrapped)
             with sync:
-                with self._autocast():
+                with self._autocast(run.model):
                     loss = run.wrapped(batch)
                 acc.backward(loss / run.accum)
             loss_sum += loss.detach()

@@ -14,7 +14,40 @@ import torch
 from torch import nn
 
 IGNORE = -100
-LOSS_CHUNK = 2048  # tokens per chunk of logits
+LOSS_CHUNK = 2048  # tokens per chunk of logits on a GPU
+CPU_LOGITS_BYTES = 64 * 2**20  # a chunk of float32 logits on CPU: 242 tokens at a 69k vocabulary, no slower there
+HEAD_SLICE_ROWS = 8192  # rows of a low-precision head cast to the product's dtype at a time
+
+
+def chunk_tokens(vocab_size: int, device_type: str) -> int:
+    """Tokens per chunk of logits: :data:`LOSS_CHUNK` on an accelerator; on CPU as many as fit
+    :data:`CPU_LOGITS_BYTES` (the chunk is the loss's whole transient memory, and on 2 cores a 256-token chunk
+    computes as fast as a 1,024-token one)."""
+    if device_type == "cpu":
+        return max(64, min(LOSS_CHUNK, CPU_LOGITS_BYTES // (4 * vocab_size)))
+    return LOSS_CHUNK
+
+
+def _logits(h: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``h @ weight.T`` in ``dtype``. A weight stored in a narrower dtype (a bf16 head on a CPU computing in fp32) is
+    cast a slice of rows at a time, so no full-size wider copy of it exists."""
+    if weight.dtype == dtype or weight.dtype.itemsize >= dtype.itemsize:
+        return h @ weight.to(dtype).T
+    out = h.new_empty((h.shape[0], weight.shape[0]), dtype=dtype)
+    for start in range(0, weight.shape[0], HEAD_SLICE_ROWS):
+        rows = weight[start : start + HEAD_SLICE_ROWS].to(dtype)
+        torch.mm(h, rows.T, out=out[:, start : start + HEAD_SLICE_ROWS])
+    return out
+
+
+def _input_grad(g: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``g @ weight`` in ``dtype``, casting a narrower weight slice by slice as :func:`_logits` does."""
+    if weight.dtype == dtype or weight.dtype.itemsize >= dtype.itemsize:
+        return g @ weight.to(dtype)
+    out = g.new_zeros((g.shape[0], weight.shape[1]), dtype=dtype)
+    for start in range(0, weight.shape[0], HEAD_SLICE_ROWS):
+        out.addmm_(g[:, start : start + HEAD_SLICE_ROWS], weight[start : start + HEAD_SLICE_ROWS].to(dtype))
+    return out
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -30,7 +63,6 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         compute_dtype: torch.dtype | None,
     ):
         dtype = compute_dtype or hidden.dtype
-        w = weight.to(dtype)
         valid = targets != IGNORE
         count = valid.sum().clamp(min=1)
         need_hidden = ctx.needs_input_grad[0]
@@ -42,22 +74,27 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             h = hidden[start : start + chunk].to(dtype)
             t = targets[start : start + chunk]
             keep = valid[start : start + chunk]
-            logits = (h @ w.T).float()
-            lse = torch.logsumexp(logits, dim=-1)
+            logits = _logits(h, weight, dtype).float()
             picked = logits.gather(1, t.clamp(min=0)[:, None]).squeeze(1)
+            # log-sum-exp in place (torch.logsumexp allocates a second logits-sized tensor); the exponentials,
+            # divided by their sums, are the softmax the gradient needs
+            peak = logits.amax(dim=-1, keepdim=True)
+            sums = torch.exp_(logits.sub_(peak)).sum(dim=-1, keepdim=True)
+            lse = (peak + sums.log()).squeeze(1)
             total += ((lse - picked) * keep).sum()
             if need_hidden or need_weight:
-                probs = torch.exp_(logits.sub_(lse[:, None]))
+                probs = logits.div_(sums)
                 probs[torch.arange(len(t), device=t.device), t.clamp(min=0)] -= 1.0
                 probs.mul_((keep.float() / count)[:, None])
                 g = probs.to(dtype)
                 if need_hidden:
-                    grad_hidden[start : start + chunk] = (g @ w).to(hidden.dtype)
+                    grad_hidden[start : start + chunk] = _input_grad(g, weight, dtype).to(hidden.dtype)
                 if need_weight:
                     if dtype == torch.float32:
                         grad_weight.addmm_(g.T, h)
                     else:  # the matmul on bf16 tensor cores, as autocast's own backward would do; summed in fp32
                         grad_weight.add_(g.T @ h)
+            logits = probs = g = None  # before the next chunk's logits exist: one chunk alive at a time, not two
         ctx.save_for_backward(
             grad_hidden if need_hidden else torch.empty(0), grad_weight if need_weight else torch.empty(0)
         )
@@ -94,10 +131,10 @@ class CausalLMLoss(nn.Module):
     :class:`ChunkedLinearCrossEntropy` when the model allows it and by the model itself otherwise. Wrapping keeps the
     loss inside the module that DDP (or FSDP) sees, so gradient synchronisation works as usual."""
 
-    def __init__(self, model: nn.Module, chunk: int = LOSS_CHUNK):
+    def __init__(self, model: nn.Module, chunk: int | None = None):
         super().__init__()
         self.model = model
-        self.chunk = chunk
+        self.chunk = chunk  # None: chunk_tokens() for the device
         self.fused = fused_loss_supported(model)
 
     def forward(self, input_ids: torch.Tensor, **model_kwargs) -> torch.Tensor:
@@ -109,8 +146,9 @@ class CausalLMLoss(nn.Module):
         targets = input_ids[:, 1:].reshape(-1)
         weight = base.get_output_embeddings().weight
         device = flat.device.type
+        chunk = self.chunk or chunk_tokens(weight.shape[0], device)
         if device not in ("cuda", "cpu", "xpu", "mps"):  # e.g. "meta" in the memory plan: no autocast there
-            return ChunkedLinearCrossEntropy.apply(flat, weight, targets, self.chunk, None)
+            return ChunkedLinearCrossEntropy.apply(flat, weight, targets, chunk, None)
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         with torch.autocast(device, enabled=False):
-            return ChunkedLinearCrossEntropy.apply(flat, weight, targets, self.chunk, dtype)
+            return ChunkedLinearCrossEntropy.apply(flat, weight, targets, chunk, dtype)

@@ -11,7 +11,9 @@ Per stage, in bytes:
   forward with ``saved_tensors_hooks``, and the bytes of every distinct saved storage are summed. So frozen linear
   layers that save no input, layers below the lowest trainable one that build no graph, LoRA's extra inputs and
   gradient checkpointing are all accounted for as the installed transformers actually behaves. On a GPU, autocast
-  also keeps a bf16 copy of each weight a linear layer saves (counted here with the activations);
+  also keeps a bf16 copy of each weight a linear layer saves (counted here with the activations); on a CPU with bf16
+  weights the probe runs under the trainer's own context (:func:`redwhale.train.precision.cpu_bfloat16`) and counts
+  the bf16 copies it keeps;
 * transients: one chunk of logits of the fused loss (:mod:`redwhale.train.loss`), and the gradient flowing back
   through one layer.
 
@@ -34,9 +36,9 @@ from transformers import CONFIG_MAPPING, AttentionInterface, AutoConfig, AutoMod
 from redwhale.config.schema import StageSection, Trainable, TrainSection
 from redwhale.core.errors import ConfigError
 from redwhale.core.source import materialize, resolve
-from redwhale.train.loss import LOSS_CHUNK, CausalLMLoss
+from redwhale.train.loss import HEAD_SLICE_ROWS, LOSS_CHUNK, CausalLMLoss, chunk_tokens
 from redwhale.train.optim import offloads_gradients, state_bytes
-from redwhale.train.precision import DTYPES, Precision, UpcastProducts, apply_dtypes, resolve_precision
+from redwhale.train.precision import DTYPES, Precision, apply_dtypes, cpu_bfloat16, resolve_precision
 from redwhale.train.select import select, wrap_lora
 
 log = logging.getLogger(__name__)
@@ -228,10 +230,13 @@ def probe(model, sequence_length: int, micro_batch: int, on_gpu: bool, upcast: b
     saved: dict[int, int] = {}
     flops = {"forward": 0.0, "input": 0.0, "weight": 0.0}
 
-    def pack(tensor: torch.Tensor):
+    def observe(tensor: torch.Tensor) -> None:
         key = tensor.untyped_storage()._cdata
         if key not in params:
             saved[key] = max(saved.get(key, 0), tensor.untyped_storage().nbytes())
+
+    def pack(tensor: torch.Tensor):
+        observe(tensor)
         return tensor
 
     def count(module, inputs):
@@ -251,9 +256,16 @@ def probe(model, sequence_length: int, micro_batch: int, on_gpu: bool, upcast: b
     )
     _ATTENTION_CALLS.clear()
     ids = torch.zeros((micro_batch, sequence_length), dtype=torch.long, device="meta")
-    autocast = _EmulatedAutocast() if on_gpu else (UpcastProducts() if upcast else contextlib.nullcontext())
+    if on_gpu:
+        context = contextlib.ExitStack()
+        context.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
+        context.enter_context(_EmulatedAutocast())
+    elif upcast:  # what the trainer runs under (bf16 storage, fp32 products), counting what it keeps
+        context = cpu_bfloat16(model.parameters(), observe=observe)
+    else:
+        context = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        with context:
             # an explicit cache keeps transformers from inspecting position ids for packed sequences, which needs
             # values that meta tensors do not have; the cache holds no autograd state
             CausalLMLoss(model, chunk=LOSS_CHUNK)(
@@ -317,9 +329,9 @@ def plan_stage(
     fixed = measured.activation_bytes - per_sequence
     vocab, hidden = model.config.vocab_size, model.config.hidden_size
     logit_bytes = 6 if on_gpu else 4  # fp32 logits (and their bf16 copy under autocast)
-    # the fused loss upcasts a bf16-stored head to fp32 for its products (CPU, fp32 products)
-    head_copy = vocab * hidden * 4 if upcast else 0
-    chunk_bytes = LOSS_CHUNK * vocab * logit_bytes
+    # the fused loss casts a bf16-stored head to fp32 a slice of rows at a time (CPU, fp32 products)
+    head_copy = min(HEAD_SLICE_ROWS, vocab) * hidden * 4 if upcast else 0
+    chunk_bytes = chunk_tokens(vocab, "cuda" if on_gpu else "cpu") * vocab * logit_bytes
     transient_per_sequence = cfg.sequence_length * hidden * 4 * 4
     static = weights + gradients + optimizer + fixed
 

@@ -1,0 +1,175 @@
+"""bfloat16 as a storage format on CPU: float32 products, bf16 weights and bf16 saved activations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from redwhale.train.loss import CausalLMLoss
+from redwhale.train.precision import Precision, UpcastProducts, apply_dtypes, cpu_bfloat16
+
+BF16_FROZEN = Precision(torch.bfloat16, torch.float32, None, torch.bfloat16)
+
+
+def odd_layers_model() -> LlamaForCausalLM:
+    """A random 4-layer Llama in the odd-layers stage: layers 1 and 3 train in fp32, the rest is frozen in bf16."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    for name, param in model.named_parameters():
+        param.requires_grad = "layers.1." in name or "layers.3." in name
+    apply_dtypes(model, BF16_FROZEN)
+    return model
+
+
+IDS = torch.randint(0, 512, (2, 64), generator=torch.Generator().manual_seed(0))
+
+
+def _storages(model: nn.Module) -> set[int]:
+    return {p.untyped_storage()._cdata for p in model.parameters()}
+
+
+def test_every_layer_computes_in_float32_over_bf16_weights():
+    """The frozen layers below the first trainable one get float32 rows from the bf16 embedding: no product runs in
+    bf16 (a CPU without bf16 instructions makes those ~200x slower)."""
+    model = odd_layers_model()
+    outputs = []
+    hooks = [
+        m.register_forward_hook(lambda module, args, out: outputs.append(out.dtype))
+        for m in model.modules()
+        if isinstance(m, nn.Linear | nn.Embedding)
+    ]
+    with cpu_bfloat16(model.parameters()):
+        CausalLMLoss(model)(IDS)
+    for hook in hooks:
+        hook.remove()
+    assert len(outputs) == 1 + 4 * 7 and set(outputs) == {torch.float32}
+
+
+def test_saved_activations_are_bf16_the_loss_is_unchanged_and_gradients_close():
+    model = odd_layers_model()
+    loss_fn = CausalLMLoss(model)
+    with UpcastProducts():
+        reference = loss_fn(IDS)
+    reference.backward()
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    expected = {n: p.grad.clone() for n, p in trained.items()}
+    model.zero_grad(set_to_none=True)
+
+    kept: list[torch.Tensor] = []
+    with cpu_bfloat16(model.parameters(), observe=kept.append):
+        loss = loss_fn(IDS)
+    loss.backward()
+    assert loss.item() == reference.item()  # only what backward reads is rounded
+    params = _storages(model)
+    activations = [t for t in kept if t.untyped_storage()._cdata not in params and t.numel() >= 4096]
+    assert activations and all(t.dtype == torch.bfloat16 for t in activations)
+    for name, param in trained.items():
+        error = (param.grad - expected[name]).norm() / expected[name].norm()
+        assert error < 0.05, name
+
+
+def _saved_bytes(model, context_factory) -> int:
+    """Bytes of the distinct non-parameter storages autograd keeps for one forward."""
+    params, seen = _storages(model), {}
+
+    def observe(tensor):
+        key = tensor.untyped_storage()._cdata
+        if key not in params:
+            seen[key] = tensor.untyped_storage().nbytes()
+
+    with context_factory(observe):
+        CausalLMLoss(model)(IDS)
+    return sum(seen.values())
+
+
+def test_bf16_storage_halves_what_autograd_keeps_and_a_frozen_layer_keeps_no_input():
+    model = odd_layers_model()
+
+    def upcast_only(observe):
+        stack = torch.autograd.graph.saved_tensors_hooks(lambda t: (observe(t), t)[1], lambda t: t)
+        return _Both(stack, UpcastProducts())
+
+    fp32_saved = _saved_bytes(model, upcast_only)
+    bf16_saved = _saved_bytes(model, lambda observe: cpu_bfloat16(model.parameters(), observe=observe))
+    assert bf16_saved <= 0.55 * fp32_saved
+
+    # a frozen linear layer saves its weight only (the input is needed for the weight's gradient alone)
+    layer = nn.Linear(64, 64).to(torch.bfloat16).requires_grad_(False)
+    x = torch.randn(8, 64, requires_grad=True)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: (kept.append(t), t)[1], lambda t: t), UpcastProducts():
+        layer(x).sum().backward()
+    assert [t.dtype for t in kept] == [torch.bfloat16] and x.grad is not None
+
+
+class _Both:
+    def __init__(self, *contexts):
+        self.contexts = contexts
+
+    def __enter__(self):
+        for c in self.contexts:
+            c.__enter__()
+
+    def __exit__(self, *exc):
+        for c in reversed(self.contexts):
+            c.__exit__(*exc)
+
+
+@pytest.mark.parametrize("stage", ["odd", "embeddings"])
+def test_the_plan_counts_bf16_saved_activations(stage):
+    """The planner probes under the trainer's own context: with bf16 frozen weights on CPU its activation figure is
+    about half the fp32 one."""
+    from redwhale.config.schema import StageSection, TrainSection
+    from redwhale.train.plan import _meta_model, plan_stage
+
+    trainable = {"layers": "odd"} if stage == "odd" else {"embeddings": "all", "lm_head": "all"}
+    section = StageSection(name=stage, trainable=trainable, tokens=1, lr=1e-4)
+    cfg = TrainSection(stages=[section], sequence_length=256, micro_batch_size=4)
+    config = odd_layers_model().config
+    plans = {}
+    for name, precision in (
+        ("fp32", Precision(torch.float32, torch.float32, None, torch.float32)),
+        ("bf16", BF16_FROZEN),
+    ):
+        model = _meta_model(config, gradient_checkpointing=False)
+        plans[name] = plan_stage(model, section, cfg, 512, 80 * 2**30, precision, 4)
+    assert plans["bf16"].activations_gib <= 0.6 * plans["fp32"].activations_gib
+    assert plans["bf16"].weights_gib < plans["fp32"].weights_gib
+
+
+def test_the_copies_die_with_the_graph_without_the_garbage_collector():
+    """No reference cycle keeps a step's bf16 copies alive into the next step (they would raise the peak by a
+    step's activations until the collector happens to run)."""
+    import gc
+    import weakref
+
+    model = odd_layers_model()
+    params, copies = _storages(model), []
+
+    def observe(tensor):
+        if tensor.dtype == torch.bfloat16 and tensor.untyped_storage()._cdata not in params:
+            copies.append(weakref.ref(tensor))
+
+    gc.collect()
+    gc.disable()
+    try:
+        with cpu_bfloat16(model.parameters(), observe=observe):
+            loss = CausalLMLoss(model)(IDS)
+        alive = sum(ref() is not None for ref in copies)
+        loss.backward()
+        del loss
+        assert alive > 10 and all(ref() is None for ref in copies)
+    finally:
+        gc.enable()
