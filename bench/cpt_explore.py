@@ -29,17 +29,35 @@ SIZES = (500, 1000, 2000, 4000, 8000, 20000)
 SEQ, MICRO = 512, 2
 
 
-def texts():
+def texts(bench_out: Path | None = None):
+    """Training text, held-out Korean and English. With ``bench_out`` (bench_cpt.py's ``--out``, its prepared corpus
+    there): the prepared corpus's training split, and held-out Korean *disjoint* from what bench_cpt.py scores (the
+    documents after its 15,000 characters in the same shuffled held-out split), so that choosing defaults here does
+    not tune them to the benchmark's held-out text."""
     from redwhale.config.schema import CorpusInput
     from redwhale.core.text import heldout_sample, training_texts
     from redwhale.corpus.bundled import python_docs_english
     from redwhale.corpus.readers import iter_texts
 
-    all_texts = list(iter_texts([CorpusInput(path=str(CORPUS))]))
-    train = list(training_texts(all_texts))
-    korean = heldout_sample(all_texts, 30_000)
     english = heldout_sample(python_docs_english(unit="paragraph"), 20_000, heldout_only=False)
-    return train, korean, english
+    if bench_out is None:
+        all_texts = list(iter_texts([CorpusInput(path=str(CORPUS))]))
+        return list(training_texts(all_texts)), heldout_sample(all_texts, 30_000), english
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_cpt import prepared_corpus
+    from redwhale.recipe.phases import korean_heldout, read_texts
+
+    prepared = prepared_corpus(bench_out)
+    scored = korean_heldout(prepared, 15_000, 0)  # bench_cpt.py's --korean-chars default
+    pool = heldout_sample(read_texts(prepared.split("heldout")), 10**12, 0, heldout_only=False)
+    assert pool[: len(scored)] == scored
+    korean, chars = [], 0
+    for text in pool[len(scored) :]:
+        if chars >= 30_000:
+            break
+        korean.append(text)
+        chars += len(text)
+    return list(read_texts(prepared.split("train"))), korean, english
 
 
 def prepare(out: Path) -> None:
@@ -122,6 +140,14 @@ def split_tokens(total: int, shares: list[float]) -> list[int]:
 
 # name -> list of experiments: (size or 0 for the base tokenizer, schedule, shares, lr, emb_lr, new_rows_lr, lora_lr)
 GRIDS = {
+    # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
+    "r3": [
+        (20000, "paper", [0.25] * 4, 1e-4, 1e-3, None, 2e-4),
+        (20000, "paper", [0.25] * 4, 3e-4, 1e-3, None, 6e-4),
+        (20000, "paper", [0.25] * 4, 3e-4, 3e-3, None, 6e-4),
+        (20000, "full", [1.0], 3e-4, None, 3e-3, None),
+        (0, "full", [1.0], 3e-4, None, None, None),
+    ],
     "r2": [
         (0, "full", [1.0], 3e-4, None, None, None),
         (0, "full", [1.0], 1e-3, None, None, None),
@@ -151,7 +177,7 @@ def key(exp, tokens) -> str:
     return f"{size}|{kind}|{','.join(f'{s:g}' for s in shares)}|{lr:g}|{emb_lr}|{new_lr}|{lora_lr}|{tokens}"
 
 
-def run(out: Path, grid: str, tokens: int) -> None:
+def run(out: Path, grid: str, tokens: int, bench_out: Path | None = None) -> None:
     import torch
 
     from redwhale.core.source import materialize, resolve
@@ -159,7 +185,7 @@ def run(out: Path, grid: str, tokens: int) -> None:
     from redwhale.train.run import train_schedule as train_command
 
     torch.set_num_threads(2)
-    train, korean, english = texts()
+    train, korean, english = texts(bench_out)
     results = out / "results.jsonl"
     done = {json.loads(line)["key"] for line in results.read_text().splitlines()} if results.is_file() else set()
     base_dir = materialize(resolve(BASE), None)
@@ -264,13 +290,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
+    parser.add_argument("--bench-out", type=Path, default=None, help="bench_cpt.py's --out: its corpus, disjoint text")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     from redwhale.core.logs import setup_logging
 
     setup_logging()
     {"prepare": lambda: prepare(args.out), "probe": lambda: probe(args.out), "table": lambda: table(args.out)}.get(
-        args.what, lambda: run(args.out, args.grid, args.tokens)
+        args.what, lambda: run(args.out, args.grid, args.tokens, args.bench_out)
     )()
 
 
