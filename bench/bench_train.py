@@ -81,11 +81,17 @@ def run(spec: dict) -> dict:
     return json.loads(line.removeprefix("RESULT "))
 
 
-def memory(base: dict, steps: int) -> dict:
+def memory(base: dict, steps: int, kept: dict | None = None, save=lambda rows: None) -> dict:
+    """fp32 and bf16 frozen weights on the odd-layers stage; ``kept`` holds runs already measured (``--reuse``);
+    ``save(rows)`` after each run (a 64-step run takes ~20 minutes)."""
     rows = {}
     for name in ("fp32", "bf16 frozen"):  # the Kahan option's memory is in `plan` (64 steps each cost ~17 min)
         option = OPTIONS[name]
-        rows[name] = run({**base, "stage": "odd_layers", "steps": steps, **option})
+        if kept and name in kept and kept[name].get("steps") == steps:
+            rows[name] = kept[name]
+        else:
+            rows[name] = run({**base, "stage": "odd_layers", "steps": steps, **option})
+            save(rows)
         r = rows[name]
         print(f"{name:>26}: peak {r['peak_memory_mb']:7.0f} MiB (plan {r['plan_gib'] * 1024:7.0f}), "
               f"mean loss {statistics.mean(r['losses']):.4f}, last-10 {r['final_loss']:.4f}", flush=True)  # fmt: skip
@@ -138,6 +144,7 @@ def main() -> None:
     parser.add_argument("--sequence-length", type=int, default=256)
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--out", type=Path, default=HERE / "measured" / "cpu_train.json")
+    parser.add_argument("--reuse", nargs="*", default=[], help="memory: options whose runs in --out are kept")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -148,11 +155,22 @@ def main() -> None:
     base = {"model": str(model), "data": str(data), "sequence_length": args.sequence_length,
             "micro_batch_size": args.micro_batch_size}  # fmt: skip
     steps = args.steps or {"memory": 64, "plan": 2, "speed": 8}[args.what]
-    rows = {"memory": memory, "plan": plan_vs_measured, "speed": speed}[args.what](base, steps)
     saved = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    saved[args.what] = {k: {x: y for x, y in v.items() if x != "speeds"} for k, v in rows.items()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(saved, indent=2))
+
+    def save(rows: dict) -> None:
+        saved[args.what] = {
+            **saved.get(args.what, {}),
+            **{k: {x: y for x, y in v.items() if x != "speeds"} for k, v in rows.items()},
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(saved, indent=2))
+
+    if args.what == "memory":
+        kept = {k: saved["memory"][k] for k in args.reuse if k in saved.get("memory", {})}
+        rows = memory(base, steps, kept, save)
+    else:
+        rows = {"plan": plan_vs_measured, "speed": speed}[args.what](base, steps)
+    save(rows)
     print(f"wrote {args.out}")
 
 

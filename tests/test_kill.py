@@ -5,6 +5,7 @@ not a terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -73,12 +74,17 @@ def _env() -> dict:
 
 def _kill_when(config: Path, root: Path, ready) -> list[str]:
     """Start the run, SIGKILL it as soon as ``ready(root)``; return the phases that were mid-way then."""
-    proc = subprocess.Popen(_command(config), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own process group, killed whole: the run's worker processes (datatrove's pool) die with it, as under a
+    # scheduler's kill, instead of living on as orphans after the test
+    proc = subprocess.Popen(
+        _command(config), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not ready(root):
         time.sleep(0.005)
     running = sorted(p.name.removesuffix(".partial") for p in root.glob("*.partial")) if root.is_dir() else []
-    proc.send_signal(signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return running
 

@@ -173,3 +173,26 @@ def test_the_copies_die_with_the_graph_without_the_garbage_collector():
         assert alive > 10 and all(ref() is None for ref in copies)
     finally:
         gc.enable()
+
+
+def test_restored_views_hold_the_values_they_were_saved_with():
+    """Every kind of saved view comes back as it was: a whole tensor, a transposed view of a shared storage, a small
+    strided slice of a large buffer (copied alone), and a tensor changed in place after it was saved (copied again)."""
+    from redwhale.train.precision import SavedInLowPrecision
+
+    base = torch.randn(64, 128)
+    views = [base, base.T, base[5:7, ::3], base[:, 10:20].T]
+    restored = []
+    hooks = SavedInLowPrecision([], min_numel=1)
+    with hooks:
+        packed = [hooks.pack_hook(v) for v in views]
+        restored = [hooks.unpack_hook(p) for p in packed]
+        before = base.clone()
+        base.add_(1.0)  # a new version: the next save copies again
+        again = hooks.unpack_hook(hooks.pack_hook(base))
+    for view, back in zip(views, restored, strict=True):
+        assert back.shape == view.shape
+    for index, back in enumerate(restored):
+        original = [before, before.T, before[5:7, ::3], before[:, 10:20].T][index]
+        assert torch.allclose(back, original, rtol=1e-2, atol=1e-2)
+    assert torch.allclose(again, before + 1.0, rtol=1e-2, atol=1e-2)

@@ -106,9 +106,10 @@ class _Stored:
 
     __slots__ = ("base", "dtype", "offset", "shape", "stride")
 
-    def __init__(self, base: torch.Tensor, tensor: torch.Tensor, offset: int):
-        self.base, self.dtype, self.offset = base, tensor.dtype, offset
-        self.shape, self.stride = tuple(tensor.shape), tensor.stride()
+    def __init__(self, base: torch.Tensor, dtype: torch.dtype, view: torch.Tensor):
+        """``view``'s shape, strides and offset locate the saved tensor in ``base``."""
+        self.base, self.dtype, self.offset = base, dtype, view.storage_offset()
+        self.shape, self.stride = tuple(view.shape), view.stride()
 
     def restore(self) -> torch.Tensor:
         return self.base.as_strided(self.shape, self.stride, self.offset).to(self.dtype)
@@ -148,14 +149,15 @@ class SavedInLowPrecision(torch.autograd.graph.saved_tensors_hooks):
                 observe(tensor)
             return tensor
         if 2 * tensor.numel() * tensor.element_size() < storage.nbytes():  # a small view of a large buffer
-            stored = _Stored(tensor.detach().to(dtype), tensor, 0)
+            copy = tensor.detach().to(dtype, memory_format=torch.contiguous_format)
+            stored = _Stored(copy, tensor.dtype, copy)
         else:
             known = copies.get(storage._cdata)
             if known is None or known[0]() is not storage or known[1] != tensor._version:
                 whole = tensor.detach().as_strided((storage.nbytes() // tensor.element_size(),), (1,), 0)
                 known = (weakref.ref(storage), tensor._version, whole.to(dtype))
                 copies[storage._cdata] = known
-            stored = _Stored(known[2], tensor, tensor.storage_offset())
+            stored = _Stored(known[2], tensor.dtype, tensor)
         if observe is not None:
             observe(stored.base)
         return stored
