@@ -238,3 +238,56 @@ def test_every_phase_declares_where_each_input_comes_from():
     for phase in phases:
         assert phase.params and phase.params[0].kind == "context", phase.name
     assert json.dumps([[q.kind for q in p.params] for p in phases])  # every kind resolved at import
+
+
+@pytest.mark.slow
+def test_model_revision_remote_code_and_dtype_reach_every_load_of_the_run(tmp_path, tied_llama_dir, monkeypatch):
+    """``model.revision``, ``model.trust_remote_code`` and ``model.dtype`` are honoured by every phase of ``run``:
+    the base is a Hub id (served from a local folder here), and each ``from_pretrained`` call is recorded with the
+    phase that made it."""
+    import inspect
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hub_id = "example-org/tiny-llama"
+    calls: list[dict] = []
+
+    def phase_of_caller() -> str:
+        names = [frame.function for frame in inspect.stack()]
+        return next((n.removesuffix("_phase") for n in names if n.endswith("_phase")), "?")
+
+    def recording(kind: str, original):
+        def load(target, *args, **kwargs):
+            base = str(target) == hub_id
+            calls.append({"kind": kind, "phase": phase_of_caller(), "base": base, **kwargs})
+            if base:  # the Hub, served from a folder (a local folder takes no revision)
+                target, kwargs = str(tied_llama_dir), dict(kwargs, revision=None)
+            return original(target, *args, **kwargs)
+
+        return load
+
+    monkeypatch.setattr(
+        AutoModelForCausalLM, "from_pretrained", recording("model", AutoModelForCausalLM.from_pretrained)
+    )
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", recording("tokenizer", AutoTokenizer.from_pretrained))
+    raw = tiny_config(tmp_path, tied_llama_dir)
+    raw["model"] = {"base": hub_id, "revision": "v1.0", "trust_remote_code": True, "dtype": "bfloat16"}
+    raw["extend"] = dict(raw["extend"], compare=[])
+    result = run(parse_config(raw))
+    assert all(isinstance(status, dict) for status in result.phases.values()), result.phases
+
+    base_loads = [c for c in calls if c["base"]]
+    assert {c["phase"] for c in base_loads} >= {"tokenizer", "extend", "eval"}
+    assert all(c.get("revision") == "v1.0" for c in base_loads), base_loads
+    assert all(c.get("trust_remote_code") is True for c in calls), [c for c in calls if not c.get("trust_remote_code")]
+    model_loads = [c for c in calls if c["kind"] == "model"]
+    assert {c["phase"] for c in model_loads} >= {"extend", "train", "eval"}
+    trained = [c for c in model_loads if c["phase"] == "train"]
+    assert trained and all(c["dtype"] == torch.bfloat16 for c in trained)  # frozen weights in the asked dtype
+    evaluated = [c for c in model_loads if c["phase"] == "eval"]
+    assert evaluated and all(c["dtype"] == torch.bfloat16 for c in evaluated)
+    from safetensors import safe_open
+
+    with safe_open(str(result.run_dir / "train" / "model" / "model.safetensors"), "pt") as handle:
+        assert {handle.get_slice(k).get_dtype() for k in handle.keys()} == {"BF16"}  # noqa: SIM118 (safe_open is not iterable)

@@ -23,10 +23,10 @@ from redwhale.models.init import METHODS
 log = logging.getLogger(__name__)
 
 
-def load_merged_tokenizer(folder: Path):
+def load_merged_tokenizer(folder: Path, trust_remote_code: bool = False):
     """A merged tokenizer folder, or one clear error when it is not one (missing or broken files)."""
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TokenizerError(f"{folder} is not a usable tokenizer folder (merge one first): {first}") from None
@@ -60,7 +60,9 @@ def extend_and_compare(
     ``section.calibration_chars`` characters fits the calibrated offsets."""
     load = load or LoadOptions()
     started = time.perf_counter()
-    merged = load_merged_tokenizer(merged_dir)  # before the model: a broken folder fails at once
+    merged = load_merged_tokenizer(
+        merged_dir, load.trust_remote_code
+    )  # before the model: a broken folder fails at once
     base = load_model(base_spec, **load.model_kwargs(dtype="float32"))
     base_tokenizer = load_tokenizer(base_spec, **load.tokenizer_kwargs())
     methods = _methods(section)

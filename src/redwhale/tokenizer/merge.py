@@ -192,8 +192,9 @@ def _merged_proto(base: BaseTokenizer, pieces: list[str], padding: list[str] | N
     return proto.SerializeToString()
 
 
-def write(merged: MergedTokenizer, base_hf, out: Path, report: dict[str, Any]) -> Path:
-    """Write the merged tokenizer as a Hugging Face folder (atomically) beside its report."""
+def write(merged: MergedTokenizer, base_hf, out: Path, report: dict[str, Any], trust_remote_code: bool = False) -> Path:
+    """Write the merged tokenizer as a Hugging Face folder (atomically) beside its report (a base tokenizer with
+    remote code keeps its ``auto_map``, so reading it back needs the same ``trust_remote_code``)."""
 
     with atomic_dir(out) as tmp:
         base_hf.save_pretrained(tmp)
@@ -201,7 +202,7 @@ def write(merged: MergedTokenizer, base_hf, out: Path, report: dict[str, Any]) -
         if merged.sp_proto is not None:
             (tmp / "tokenizer.model").write_bytes(merged.sp_proto)
         atomic_write_json(tmp / "merge_report.json", report)
-        loaded = AutoTokenizer.from_pretrained(str(tmp))
+        loaded = AutoTokenizer.from_pretrained(str(tmp), trust_remote_code=trust_remote_code)
         if len(loaded) != merged.size:
             raise TokenizerError(f"the written tokenizer has {len(loaded)} tokens, expected {merged.size}")
     return out
@@ -238,7 +239,7 @@ def merge_tokenizers(
         "candidates": dict(merge_plan.counts),
         "audit": checks,
     }
-    write(merged, base_hf, Path(out), report)
+    write(merged, base_hf, Path(out), report, (load or LoadOptions()).trust_remote_code)
     if checks["dead_tokens"]:
         log.warning("%d added tokens can never be produced: %s", checks["dead_tokens"], checks["dead_examples"])
     return report

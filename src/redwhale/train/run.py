@@ -32,7 +32,11 @@ LAUNCH_CONFIG = "launch.yaml"
 
 
 def prepare_data(
-    tokenizer_dir: Path, korean: Iterable[str] | None, english: Iterable[str] | None, out: Path
+    tokenizer_dir: Path,
+    korean: Iterable[str] | None,
+    english: Iterable[str] | None,
+    out: Path,
+    trust_remote_code: bool = False,
 ) -> tuple[Path, Path | None]:
     """Tokenise the training texts into ``out/korean`` (and ``out/english``) unless already done."""
     korean_dir, english_dir = out / "korean", out / "english"
@@ -43,7 +47,7 @@ def prepare_data(
             continue
         if texts is None:
             raise RedwhaleError(f"no tokenised {label} data in {folder} and no text to tokenise")
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=trust_remote_code)
         index = tokenize_to_shards(tokenizer, texts, folder)
         log.info("tokenised %d %s documents into %d tokens", index["documents"], label, index["tokens"])
     has_english = english is not None or (english_dir / INDEX).is_file()
@@ -76,7 +80,7 @@ def train_schedule(
 ) -> dict[str, Any]:
     """Tokenise (once) and train; the final model is written to ``work/model``. ``resume``: continue from the newest
     checkpoint in ``work`` (without it, existing checkpoints are an error)."""
-    korean_dir, english_dir = prepare_data(model_dir, korean, english, work / "data")
+    korean_dir, english_dir = prepare_data(model_dir, korean, english, work / "data", trust_remote_code)
     processes = local_processes(section)
     if processes > 1 and not inside_launcher():
         return launch(model_dir, section, work, seed, dtype, run_name, processes, resume, trust_remote_code)
