@@ -143,10 +143,10 @@ GRIDS = {
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [
         (20000, "paper", [0.25] * 4, 1e-4, 1e-3, None, 2e-4),
-        (20000, "paper", [0.25] * 4, 3e-4, 1e-3, None, 6e-4),
-        (20000, "paper", [0.25] * 4, 3e-4, 3e-3, None, 6e-4),
         (20000, "full", [1.0], 3e-4, None, 3e-3, None),
         (0, "full", [1.0], 3e-4, None, None, None),
+        (20000, "paper", [0.25] * 4, 3e-4, 1e-3, None, 6e-4),
+        (20000, "paper", [0.25] * 4, 3e-4, 3e-3, None, 6e-4),
     ],
     "r2": [
         (0, "full", [1.0], 3e-4, None, None, None),
