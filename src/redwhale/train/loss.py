@@ -105,9 +105,11 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
         need_hidden, need_weight, weight_dtype = ctx.need
+        # scaled in place: the buffer is this loss's own (no graph reads it again), and a copy would be a second
+        # float32 head-sized tensor at the moment backward peaks
         return (
-            grad_hidden * grad_output.to(grad_hidden.dtype) if need_hidden else None,
-            (grad_weight * grad_output).to(weight_dtype) if need_weight else None,
+            grad_hidden.mul_(grad_output.to(grad_hidden.dtype)) if need_hidden else None,
+            grad_weight.mul_(grad_output).to(weight_dtype) if need_weight else None,
             None,
             None,
             None,

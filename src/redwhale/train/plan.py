@@ -14,8 +14,9 @@ Per stage, in bytes:
   also keeps a bf16 copy of each weight a linear layer saves (counted here with the activations); on a CPU with bf16
   weights the probe runs under the trainer's own context (:func:`redwhale.train.precision.cpu_bfloat16`) and counts
   the bf16 copies it keeps;
-* transients: one chunk of logits of the fused loss (:mod:`redwhale.train.loss`), and the gradient flowing back
-  through one layer.
+* transients: one chunk of logits of the fused loss (:mod:`redwhale.train.loss`), the gradient flowing back
+  through one layer, and on a CPU with bf16 storage the head slice cast to float32 (and the float32 head gradient
+  restored beside a bf16 trained head's own).
 
 The micro-batch that fits is the largest whose total stays under the GPU memory minus a 10% reserve (allocator
 fragmentation, the CUDA context).
@@ -331,6 +332,13 @@ def plan_stage(
     logit_bytes = 6 if on_gpu else 4  # fp32 logits (and their bf16 copy under autocast)
     # the fused loss casts a bf16-stored head to fp32 a slice of rows at a time (CPU, fp32 products)
     head_copy = min(HEAD_SLICE_ROWS, vocab) * hidden * 4 if upcast else 0
+    # ... and keeps its float32 head gradient as a saved tensor (a bf16 copy there, counted in `fixed`): backward
+    # restores it to float32, which a float32 head keeps as its gradient, but a bf16 head holds beside its bf16 one
+    base = staged.get_base_model() if hasattr(staged, "get_base_model") else staged
+    head = base.get_output_embeddings()
+    head_trains = head is not None and head.weight.requires_grad
+    if upcast and head_trains and precision.trainable != torch.float32:
+        head_copy += head.weight.numel() * 4
     chunk_bytes = chunk_tokens(vocab, "cuda" if on_gpu else "cpu") * vocab * logit_bytes
     transient_per_sequence = cfg.sequence_length * hidden * 4 * 4
     static = weights + gradients + optimizer + fixed
