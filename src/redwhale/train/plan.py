@@ -339,6 +339,10 @@ def plan_stage(
     head_trains = head is not None and head.weight.requires_grad
     if upcast and head_trains and precision.trainable != torch.float32:
         head_copy += head.weight.numel() * 4
+    elif head_trains and precision.trainable == torch.float32:
+        # saved as it is (no bf16 store), the float32 buffer the probe counted becomes the head's gradient in place:
+        # counted once, with the gradients
+        fixed = max(0, fixed - head.weight.numel() * 4)
     chunk_bytes = chunk_tokens(vocab, "cuda" if on_gpu else "cpu") * vocab * logit_bytes
     transient_per_sequence = cfg.sequence_length * hidden * 4 * 4
     static = weights + gradients + optimizer + fixed
