@@ -60,9 +60,7 @@ def extend_and_compare(
     ``section.calibration_chars`` characters fits the calibrated offsets."""
     load = load or LoadOptions()
     started = time.perf_counter()
-    merged = load_merged_tokenizer(
-        merged_dir, load.trust_remote_code
-    )  # before the model: a broken folder fails at once
+    merged = load_merged_tokenizer(merged_dir, load.trust_remote_code)  # first: a broken folder fails at once
     base = load_model(base_spec, **load.model_kwargs(dtype="float32"))
     base_tokenizer = load_tokenizer(base_spec, **load.tokenizer_kwargs())
     methods = _methods(section)

@@ -299,6 +299,22 @@ def _cast_meta(model, precision: Precision | None) -> None:
         apply_dtypes(model, precision)
 
 
+def _loss_head_bytes(staged, precision: Precision, slice_numel: int) -> tuple[int, int]:
+    """(transient bytes, bytes the probe counted that the gradients count too) of the fused loss's head.
+
+    On a CPU with bf16 storage the loss casts a bf16 head to float32 a slice of rows at a time, and keeps its float32
+    head gradient as a saved tensor (a bf16 copy, counted by the probe): backward restores it to float32, which a
+    float32 head keeps as its gradient but a bf16 head holds beside its bf16 one. Saved as it is (no bf16 store), the
+    float32 buffer the probe counted becomes a float32 head's gradient in place: counted once, with the gradients."""
+    base = staged.get_base_model() if hasattr(staged, "get_base_model") else staged
+    head = base.get_output_embeddings()
+    trains = head is not None and head.weight.requires_grad
+    head_bytes = head.weight.numel() * 4 if trains else 0
+    if not precision.upcasts:
+        return 0, head_bytes if precision.trainable == torch.float32 else 0
+    return slice_numel * 4 + (head_bytes if precision.trainable != torch.float32 else 0), 0
+
+
 def plan_stage(
     model,
     stage: StageSection,
@@ -330,19 +346,8 @@ def plan_stage(
     fixed = measured.activation_bytes - per_sequence
     vocab, hidden = model.config.vocab_size, model.config.hidden_size
     logit_bytes = 6 if on_gpu else 4  # fp32 logits (and their bf16 copy under autocast)
-    # the fused loss casts a bf16-stored head to fp32 a slice of rows at a time (CPU, fp32 products)
-    head_copy = min(HEAD_SLICE_ROWS, vocab) * hidden * 4 if upcast else 0
-    # ... and keeps its float32 head gradient as a saved tensor (a bf16 copy there, counted in `fixed`): backward
-    # restores it to float32, which a float32 head keeps as its gradient, but a bf16 head holds beside its bf16 one
-    base = staged.get_base_model() if hasattr(staged, "get_base_model") else staged
-    head = base.get_output_embeddings()
-    head_trains = head is not None and head.weight.requires_grad
-    if upcast and head_trains and precision.trainable != torch.float32:
-        head_copy += head.weight.numel() * 4
-    elif head_trains and precision.trainable == torch.float32:
-        # saved as it is (no bf16 store), the float32 buffer the probe counted becomes the head's gradient in place:
-        # counted once, with the gradients
-        fixed = max(0, fixed - head.weight.numel() * 4)
+    head_copy, counted_twice = _loss_head_bytes(staged, precision, min(HEAD_SLICE_ROWS, vocab) * hidden)
+    fixed = max(0, fixed - counted_twice)
     chunk_bytes = chunk_tokens(vocab, "cuda" if on_gpu else "cpu") * vocab * logit_bytes
     transient_per_sequence = cfg.sequence_length * hidden * 4 * 4
     static = weights + gradients + optimizer + fixed
