@@ -8,6 +8,7 @@ the process held before the model; see redwhale.core.memory) and plans the same 
 
     python bench/bench_train.py memory [--steps 64]    # odd layers: fp32 vs bf16 frozen weights (peak, loss)
     python bench/bench_train.py plan   [--steps 2]     # every stage x every dtype option: plan vs measured
+                                 [--stages embeddings] # only these stages (the other rows in --out are kept)
     python bench/bench_train.py speed  [--steps 8]     # tokens/s of each stage and of a full fine-tune
 
 Targets (issue: the paper's run fits the paper's GPU): odd-layers peak with bf16 frozen weights <= 0.7x the fp32
@@ -108,11 +109,12 @@ def memory(base: dict, steps: int, kept: dict | None = None, save=lambda rows: N
     return rows
 
 
-def plan_vs_measured(base: dict, steps: int) -> dict:
+def plan_vs_measured(base: dict, steps: int, stages: list[str] | None = None) -> dict:
+    """Every stage (or ``stages``) x every option; rows already in ``--out`` for other stages are kept."""
     rows = {}
     print("| stage | option | peak allocated MiB | plan MiB | plan / measured |")
     print("|---|---|---:|---:|---:|")
-    for stage in STAGES:
+    for stage in stages or STAGES:
         for name, option in OPTIONS.items():
             r = run({**base, "stage": stage, "steps": steps, **option})
             rows[f"{stage} / {name}"] = r
@@ -145,6 +147,7 @@ def main() -> None:
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--out", type=Path, default=HERE / "measured" / "cpu_train.json")
     parser.add_argument("--reuse", nargs="*", default=[], help="memory: options whose runs in --out are kept")
+    parser.add_argument("--stages", nargs="*", default=None, choices=list(STAGES), help="plan: only these stages")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -169,7 +172,7 @@ def main() -> None:
         kept = {k: saved["memory"][k] for k in args.reuse if k in saved.get("memory", {})}
         rows = memory(base, steps, kept, save)
     else:
-        rows = {"plan": plan_vs_measured, "speed": speed}[args.what](base, steps)
+        rows = plan_vs_measured(base, steps, args.stages) if args.what == "plan" else speed(base, steps)
     save(rows)
     print(f"wrote {args.out}")
 
