@@ -111,6 +111,7 @@ def schedule(kind: str, lr: float, emb_lr: float, new_lr: float | None, lora_lr:
     lora = {"name": "lora", "lora": {"rank": 64, "alpha": 128}, "lr": lora_lr}
     return {
         "paper": [emb, odd, even, lora],
+        "paper_newemb": [emb_new, odd, even, lora],
         "no_lora": [emb, odd, even],
         "newemb_no_lora": [emb_new, odd, even],
         "layers_only": [odd, even],
@@ -140,6 +141,16 @@ def split_tokens(total: int, shares: list[float]) -> list[int]:
 
 # name -> list of experiments: (size or 0 for the base tokenizer, schedule, shares, lr, emb_lr, new_rows_lr, lora_lr)
 GRIDS = {
+    # the paper's schedule at higher rates, 40,960 tokens (r3's last rows, split in two to run side by side)
+    "r4a": [(20000, "paper", [0.25] * 4, 3e-4, 1e-3, None, 6e-4)],
+    "r4b": [(20000, "paper", [0.25] * 4, 6e-4, 1e-3, None, 1.2e-3)],
+    "r4c": [(20000, "paper", [0.25] * 4, 3e-4, 3e-3, None, 6e-4)],
+    # which stage costs English at 6e-4: LoRA at a lower rate, or stage 1 training the base's rows of both matrices
+    "r5a": [(20000, "paper", [0.25] * 4, 6e-4, 1e-3, None, 2e-4)],
+    "r5b": [(20000, "paper_newemb", [0.25] * 4, 6e-4, 1e-3, None, 1.2e-3)],
+    # stage 1 on the new rows only, layers at 3e-4, LoRA at 2e-4: at 40,960 tokens (r6a) and 81,920 (r6b, ~960 s)
+    "r6": [(20000, "paper_newemb", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
+    "r4d": [(20000, "paper", [0.1, 0.3, 0.3, 0.3], 3e-4, 1e-3, None, 6e-4)],
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [
         (20000, "paper", [0.25] * 4, 1e-4, 1e-3, None, 2e-4),
@@ -177,14 +188,14 @@ def key(exp, tokens) -> str:
     return f"{size}|{kind}|{','.join(f'{s:g}' for s in shares)}|{lr:g}|{emb_lr}|{new_lr}|{lora_lr}|{tokens}"
 
 
-def run(out: Path, grid: str, tokens: int, bench_out: Path | None = None) -> None:
+def run(out: Path, grid: str, tokens: int, bench_out: Path | None = None, threads: int = 2) -> None:
     import torch
 
     from redwhale.core.source import materialize, resolve
     from redwhale.evaluate.run import evaluate
     from redwhale.train.run import train_schedule as train_command
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     train, korean, english = texts(bench_out)
     results = out / "results.jsonl"
     done = {json.loads(line)["key"] for line in results.read_text().splitlines()} if results.is_file() else set()
@@ -290,6 +301,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 to run two grids side by side)")
     parser.add_argument("--bench-out", type=Path, default=None, help="bench_cpt.py's --out: its corpus, disjoint text")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -297,7 +309,7 @@ def main() -> None:
 
     setup_logging()
     {"prepare": lambda: prepare(args.out), "probe": lambda: probe(args.out), "table": lambda: table(args.out)}.get(
-        args.what, lambda: run(args.out, args.grid, args.tokens, args.bench_out)
+        args.what, lambda: run(args.out, args.grid, args.tokens, args.bench_out, args.threads)
     )()
 
 
