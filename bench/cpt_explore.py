@@ -150,6 +150,9 @@ GRIDS = {
     "r5b": [(20000, "paper_newemb", [0.25] * 4, 6e-4, 1e-3, None, 1.2e-3)],
     # stage 1 on the new rows only, layers at 3e-4, LoRA at 2e-4: at 40,960 tokens (r6a) and 81,920 (r6b, ~960 s)
     "r6": [(20000, "paper_newemb", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
+    # stage 1 on the new rows, the layers' rate between 3e-4 and 6e-4, LoRA at 2e-4
+    "r7a": [(20000, "paper_newemb", [0.25] * 4, 6e-4, 1e-3, None, 2e-4)],
+    "r7b": [(20000, "paper_newemb", [0.25] * 4, 4.5e-4, 1e-3, None, 2e-4)],
     "r4d": [(20000, "paper", [0.1, 0.3, 0.3, 0.3], 3e-4, 1e-3, None, 6e-4)],
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [

@@ -332,26 +332,30 @@ class StageSection(Section):
 def default_stages() -> list[StageSection]:
     """The RedWhale schedule: the new embedding and head rows, odd layers, even layers, LoRA over the whole model.
 
-    Rates and what stage 1 trains are set by experiment (``bench/cpt_explore.py``, SmolLM2-135M + 20k calibrated
-    tokens, 40,960 training tokens, held-out Korean disjoint from what ``bench/bench_cpt.py`` scores; Korean / English
-    bits per byte, base 2.536 / 1.036):
+    What stage 1 trains and the rates are set by experiment (``bench/cpt_explore.py`` grids r3-r7: SmolLM2-135M + 20k
+    calibrated tokens, 40,960 training tokens, one seed, held-out Korean disjoint from what ``bench/bench_cpt.py``
+    scores; Korean / English bits per byte, base 2.536 / 1.036):
 
-    ============================================================  ===============  ===============
-    schedule (stage 1 rows; layer rate; LoRA rate)                 Korean           English
-    ============================================================  ===============  ===============
-    the paper's rows (all); 1e-4; 2e-4 (last round's default)      2.148            1.058
-    all; 3e-4; 6e-4                                                2.129            1.069
-    all; 6e-4; 1.2e-3                                              2.122            1.131
-    all; 6e-4; 2e-4                                                2.124            1.103
-    **new rows only**; 6e-4; 1.2e-3                                2.114            1.117
-    full fine-tuning, base tokenizer, 3e-4 (bench_cpt's arm (b))   2.128            1.059
-    ============================================================  ===============  ===============
+    ==============================================================  =======  =================
+    stage 1 rows; layers' rate; LoRA's rate                          Korean   English (vs base)
+    ==============================================================  =======  =================
+    all (the paper); 1e-4; 2e-4 (the default until this round)      2.148    1.058 (+2.1%)
+    all; 3e-4; 6e-4                                                 2.129    1.069 (+3.1%)
+    all; 6e-4; 2e-4                                                 2.124    1.103 (+6.5%)
+    all; 6e-4; 1.2e-3                                               2.122    1.131 (+9.2%)
+    **new only; 3e-4; 2e-4 (the default)**                          2.136    1.061 (+2.4%)
+    new only; 4.5e-4; 2e-4                                          2.138    1.078 (+4.0%)
+    new only; 6e-4; 2e-4                                            2.127    1.100 (+6.2%)
+    new only; 6e-4; 1.2e-3                                          2.114    1.117 (+7.8%)
+    full fine-tuning, base tokenizer, 3e-4 (bench_cpt's arm (b))    2.128    1.059 (+2.2%)
+    ==============================================================  =======  =================
 
-    At these budgets the paper's layer rate learns too slowly (full fine-tuning at 3e-4 beats it); the layers' rate
-    buys Korean with English (6e-4 costs +7-9% English), LoRA's rate costs English and buys no Korean, and a first
-    stage that trains only the new rows is better on both: training the base's head rows on Korean alone shifts every
-    English prediction. The defaults take the layers at 3e-4 (the rate of the full fine-tuning they compete with),
-    LoRA at 2e-4 and stage 1 on the new rows."""
+    The paper's layer rate learns too slowly at these budgets; above 3e-4 the layers buy Korean with English, and
+    differences under ~0.01 bits per byte are within one seed's noise (4.5e-4 did worse than 3e-4). The default is
+    the schedule that learned the most Korean while keeping English within 3% of the base: stage 1 on the new rows
+    only (training the base's head rows on Korean alone shifts English predictions), layers at 3e-4 (the rate of the
+    full fine-tuning it competes with), LoRA at 2e-4. A user who can give up English for Korean raises the layers'
+    and LoRA's rates (6e-4 / 1.2e-3: -1.0% Korean, +7.8% English against the base)."""
     return [
         StageSection(name="embeddings", trainable=Trainable(embeddings="new", lm_head="new"), share=0.25, lr=1e-3),
         StageSection(name="odd_layers", trainable=Trainable(layers="odd"), share=0.25, lr=3e-4),
@@ -369,7 +373,8 @@ class TrainSection(Section):
     stages: list[StageSection] = Field(
         default_factory=default_stages,
         description="stages, run in order (default: the paper's four, a quarter of the tokens each, stage 1 on the "
-        "new rows only, layers at 3e-4: the rates and rows that did best in bench/cpt_explore.py, see default_stages)",
+        "new rows only, layers at 3e-4: the most Korean with English within 3% in bench/cpt_explore.py, see "
+        "default_stages)",
     )
     sequence_length: int = Field(1024, ge=16, description="tokens per packed block")
     micro_batch_size: int | Literal["auto"] = Field(
