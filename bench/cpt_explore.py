@@ -144,16 +144,17 @@ GRIDS = {
     # the paper's schedule at higher rates, 40,960 tokens (r3's last rows, split in two to run side by side)
     "r4a": [(20000, "paper", [0.25] * 4, 3e-4, 1e-3, None, 6e-4)],
     "r4b": [(20000, "paper", [0.25] * 4, 6e-4, 1e-3, None, 1.2e-3)],
+    # r4c and r4d (stage 1 at 3e-3; shares .1/.3/.3/.3) were not run
     "r4c": [(20000, "paper", [0.25] * 4, 3e-4, 3e-3, None, 6e-4)],
+    "r4d": [(20000, "paper", [0.1, 0.3, 0.3, 0.3], 3e-4, 1e-3, None, 6e-4)],
     # which stage costs English at 6e-4: LoRA at a lower rate, or stage 1 training the base's rows of both matrices
     "r5a": [(20000, "paper", [0.25] * 4, 6e-4, 1e-3, None, 2e-4)],
     "r5b": [(20000, "paper_newemb", [0.25] * 4, 6e-4, 1e-3, None, 1.2e-3)],
-    # stage 1 on the new rows only, layers at 3e-4, LoRA at 2e-4: at 40,960 tokens (r6a) and 81,920 (r6b, ~960 s)
+    # stage 1 on the new rows only, layers at 3e-4, LoRA at 2e-4 (run at 40,960 tokens; 81,920 was stopped unfinished)
     "r6": [(20000, "paper_newemb", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
-    # stage 1 on the new rows, the layers' rate between 3e-4 and 6e-4, LoRA at 2e-4
+    # stage 1 on the new rows, the layers at 6e-4 and 4.5e-4, LoRA at 2e-4
     "r7a": [(20000, "paper_newemb", [0.25] * 4, 6e-4, 1e-3, None, 2e-4)],
     "r7b": [(20000, "paper_newemb", [0.25] * 4, 4.5e-4, 1e-3, None, 2e-4)],
-    "r4d": [(20000, "paper", [0.1, 0.3, 0.3, 0.3], 3e-4, 1e-3, None, 6e-4)],
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [
         (20000, "paper", [0.25] * 4, 1e-4, 1e-3, None, 2e-4),

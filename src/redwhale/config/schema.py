@@ -339,7 +339,7 @@ def default_stages() -> list[StageSection]:
     ==============================================================  =======  =================
     stage 1 rows; layers' rate; LoRA's rate                          Korean   English (vs base)
     ==============================================================  =======  =================
-    all (the paper); 1e-4; 2e-4 (the default until this round)      2.148    1.058 (+2.1%)
+    all (the paper); 1e-4; 2e-4 (the previous default)              2.148    1.058 (+2.1%)
     all; 3e-4; 6e-4                                                 2.129    1.069 (+3.1%)
     all; 6e-4; 2e-4                                                 2.124    1.103 (+6.5%)
     all; 6e-4; 1.2e-3                                               2.122    1.131 (+9.2%)
