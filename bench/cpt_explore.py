@@ -155,6 +155,15 @@ GRIDS = {
     # stage 1 on the new rows, the layers at 6e-4 and 4.5e-4, LoRA at 2e-4
     "r7a": [(20000, "paper_newemb", [0.25] * 4, 6e-4, 1e-3, None, 2e-4)],
     "r7b": [(20000, "paper_newemb", [0.25] * 4, 4.5e-4, 1e-3, None, 2e-4)],
+    # the default with stage 1 (new rows only, its loss flat at 1e-3 over 10 steps) at 1e-2 and 3e-3
+    "r8a": [(20000, "paper_newemb", [0.25] * 4, 3e-4, 1e-2, None, 2e-4)],
+    "r8b": [(20000, "paper_newemb", [0.25] * 4, 3e-4, 3e-3, None, 2e-4)],
+    # stage 1 (tied rows: Adam moves every new head row each step, lowering all new logits at once) at 3e-4, or none
+    "r9a": [(20000, "layers_lora", [1 / 3] * 3, 3e-4, None, None, 2e-4)],
+    "r9b": [(20000, "paper_newemb", [0.25] * 4, 3e-4, 3e-4, None, 2e-4)],
+    # everything at 3e-4 on the extended model (new rows at the same rate); no stage 1, new rows in the layer stages
+    "r10a": [(20000, "full", [1.0], 3e-4, None, None, None)],
+    "r10b": [(20000, "layers_lora", [1 / 3] * 3, 3e-4, None, 3e-4, 2e-4)],
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [
         (20000, "paper", [0.25] * 4, 1e-4, 1e-3, None, 2e-4),

@@ -32,7 +32,7 @@ def korean_jsonl(tmp_path_factory):
 
 
 def row(size, rec, ric):
-    return SweepRow(size, 0, 0, rec, ric, 0.0, 0, 0, 1.0, 1.0, {})
+    return SweepRow(size, 0, 0, rec, ric, 0.0, 0, 1.0, 1.0, {})
 
 
 def test_knee_is_the_point_farthest_below_the_chord():

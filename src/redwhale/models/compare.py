@@ -36,7 +36,7 @@ def compare_init(
     window: int = 1024,
     keep: tuple[str, Path] | None = None,
     progress: ProgressFactory = no_file_progress,
-    calibration_positions: int = 4096,
+    calibration_positions: int = 2048,
 ) -> dict[str, Any]:
     """Extend a copy of ``base`` with each init method and score it; write and return the table. ``calibration`` is
     the (sample, token counts) of :func:`calibration_data`; the model of method ``keep[0]`` is also saved to

@@ -81,7 +81,7 @@ def extend(
     calibration_texts: Sequence[str] = (),
     counts: torch.Tensor | None = None,
     seed: int = 0,
-    calibration_positions: int = 4096,
+    calibration_positions: int = 2048,
     progress: ProgressFactory = no_file_progress,
 ) -> dict[str, Any]:
     """Resize ``model`` to ``merged_tokenizer`` in place and initialise the new rows by ``method``.

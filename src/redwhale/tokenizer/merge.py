@@ -8,7 +8,6 @@ module turns a plan into files and checks the guarantees (:mod:`redwhale.tokeniz
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -132,7 +131,11 @@ def build(
 ) -> MergedTokenizer:
     """The merged tokenizer that the first ``candidates`` candidates of the plan give (all when None)."""
     count = len(merge_plan.progress) - 1 if candidates is None else candidates
-    data = copy.deepcopy(base.data)
+    # copies of what changes (the vocabulary, the added tokens); the rest of the base's tokenizer.json is shared, not
+    # copied: a deep copy of it was a fifth of each size's cost in the sweep
+    data = {**base.data, "model": {**base.data["model"], "vocab": dict(base.data["model"]["vocab"])}}
+    if "added_tokens" in data:
+        data["added_tokens"] = [dict(t) for t in data["added_tokens"]]
     model = data["model"]
     start = base.size
     if isinstance(merge_plan, MergePlan):
