@@ -12,20 +12,24 @@ held-out split, 15,000 characters) and English (CPython's reference, 20,000 char
 
 Wall clock counts everything an arm does to produce its model: the tokenizer and extend phases, tokenising the
 training text and training. The training tokens of each arm are set from its stages' tokens/s, measured on its own
-model in a short probe (not counted), so that the arm ends near the budget; the table prints the wall clock each arm
-actually used. (a) plans its vocabulary for the training tokens it will get: its budget left after (c)'s measured
+model in a short probe (6 steps per stage, the median of the last 5; not counted), so that the arm ends near the
+budget; the table prints the wall clock each arm actually used and names any arm more than 5% off its budget (the
+machine's speed drifts; a 3-step probe once planned arms from 18% short to 11% over), which ``--arms`` reruns. (a) plans its vocabulary for the training tokens it will get: its budget left after (c)'s measured
 tokenizer and extend time (run first), at (c)'s rates. Scores are bits per byte (comparable across tokenizers) and
 each model's tokens per 1,000 Korean characters of the held-out text (the inference cost paid after training).
 Batch geometry (sequence 512, micro-batch 2) is the bench's, the same for every arm: the schema default (1,024 x 8)
 makes a step of over two minutes on 2 CPU cores.
 
     python bench/bench_cpt.py [--budgets 480 960] [--out DIR]      # JSON to bench/measured/cpt.json
+    python bench/bench_cpt.py --budgets 480 --arms b [--out DIR]   # rerun one arm, the other rows kept
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -64,7 +68,8 @@ CORPUS = HERE.parents[1] / "shared" / "data" / "ko_corpus" / "ko_train.jsonl"
 BASE = "smollm2-135m"
 SEQ, MICRO = 512, 2
 FULL_LR = 3e-4
-PROBE_STEPS = 3
+WALL_TOLERANCE = 0.05  # an arm whose wall clock is further than this from the budget is flagged
+PROBE_STEPS = 6  # the median of the 5 after the first: 3 (a median of 2) planned one arm 21% short of its budget
 ARMS = {
     "a": "(a) redwhale defaults",
     "b": "(b) full fine-tuning, base tokenizer",
@@ -96,28 +101,47 @@ def prepared_corpus(out: Path) -> PreparedCorpus:
     return prepared
 
 
-def step_rates(model: Path, stages: list[StageSection], prepared: PreparedCorpus, work: Path) -> list[float]:
-    """Tokens/s of each stage on ``model``: the median step after the first of a short run (cached in ``work``)."""
+def step_rates(
+    model: Path, stages: list[StageSection], prepared: PreparedCorpus, work: Path
+) -> tuple[list[float], float]:
+    """Tokens/s of each stage on ``model`` (the median step after the first of a short run) and the seconds a run
+    spends outside its steps (tokenising, loading and saving each stage, merging LoRA): the probe's wall clock less
+    its steps' (cached in ``work``)."""
     from redwhale.train.run import train_schedule
 
-    cached = work / "rates.json"
+    cached = work / f"probe-{PROBE_STEPS}.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        probed = json.loads(cached.read_text())
+        return probed["tokens_per_s"], probed["fixed_seconds"]
     probe = [s.model_copy(update={"tokens": PROBE_STEPS * SEQ * MICRO, "share": None}) for s in stages]
-    train_schedule(model, read_texts(prepared.split("train")), None, section(probe), work / "probe")
-    rows = [json.loads(line) for line in (work / "probe" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    probe_dir = work / f"probe-{PROBE_STEPS}"
+    started = time.perf_counter()
+    train_schedule(model, read_texts(prepared.split("train")), None, section(probe), probe_dir)
+    elapsed = time.perf_counter() - started
+    rows = [json.loads(line) for line in (probe_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
     rates = []
     for stage in probe:
         steps = [r for r in rows if r["stage"] == stage.name][1:]  # the first step pays for allocations
         rates.append(statistics.median(SEQ * MICRO / r["seconds"] for r in steps))
-    atomic_write_json(cached, rates)
-    return rates
+    fixed = max(elapsed - sum(r["seconds"] for r in rows), 0.0)
+    atomic_write_json(cached, {"tokens_per_s": rates, "fixed_seconds": fixed})
+    return rates, fixed
 
 
-def tokens_for(seconds: float, stages: list[StageSection], rates: list[float]) -> int:
-    """Total training tokens whose stage shares take ``seconds`` at ``rates`` (at least one step per stage)."""
-    per_token = sum((s.share or 0) / r for s, r in zip(stages, rates, strict=True))
-    return max(int(seconds / per_token), len(stages) * SEQ * MICRO)
+def planned_stages(seconds: float, stages: list[StageSection], rates: list[float]) -> list[StageSection]:
+    """``stages`` with whole steps that fill ``seconds`` at ``rates``: each stage's share of the total rounded down to
+    whole steps (the trainer rounds a stage's tokens *up* to whole steps: a plan in shares overshot by up to a step
+    per stage), then one more step for each stage in turn while the plan still fits."""
+    step = SEQ * MICRO
+    seconds_per_step = [step / r for r in rates]
+    total = seconds / sum((s.share or 0) / r for s, r in zip(stages, rates, strict=True))
+    steps = [max(1, math.floor((s.share or 0) * total / step)) for s in stages]
+    used = sum(n * t for n, t in zip(steps, seconds_per_step, strict=True))
+    for i, t in enumerate(seconds_per_step):
+        if used + t <= seconds:
+            steps[i] += 1
+            used += t
+    return [s.model_copy(update={"tokens": n * step, "share": None}) for s, n in zip(stages, steps, strict=True)]
 
 
 def adapt(arm: str, tokenizer: TokenizerSection, planned: int, prepared: PreparedCorpus, work: Path):
@@ -156,31 +180,56 @@ def score(model: Path, korean: list[str], english: list[str], out: Path) -> dict
             "tokens_per_1000_korean_chars": 1000 * tokens / chars}  # fmt: skip
 
 
-def run_budget(budget: float, prepared: PreparedCorpus, heldout, base_dir: Path, out: Path) -> dict[str, dict]:
-    """The three arms at ``budget`` seconds each: (c) first (its adaptation time plans (a)'s vocabulary)."""
+def run_budget(
+    budget: float,
+    prepared: PreparedCorpus,
+    heldout,
+    base_dir: Path,
+    out: Path,
+    arms: set[str] | None = None,
+    earlier: dict[str, dict] | None = None,
+) -> dict[str, dict]:
+    """The three arms at ``budget`` seconds each: (c) first (its training tokens plan (a)'s vocabulary). With
+    ``arms``, only those, from scratch (their work folders are removed first); (a) without (c) plans its vocabulary
+    for the training tokens of (c) in ``earlier`` (the rows of the earlier run)."""
     korean, english = heldout
     stages = default_stages()
     work = out / f"budget-{budget:.0f}"
+    arms = set(ARMS) if arms is None else arms
+    for arm in arms:
+        shutil.rmtree(work / arm, ignore_errors=True)
     rows: dict[str, dict] = {}
-    # (c) the paper's 20k: its rates measured on its own extended model
-    model_c, tok_c, adapt_c = adapt("c", TokenizerSection(size=20_000), 10**6, prepared, work / "c")
-    rates_c = step_rates(model_c, stages, prepared, work / "c")
-    tokens_c = tokens_for(budget - adapt_c, stages, rates_c)
-    rows["c"] = _arm(model_c, section(stages, tokens_c), prepared, work / "c", adapt_c, tok_c, korean, english)
-    # (a) defaults: the budget it plans its vocabulary for is what (c) had left
-    model_a, tok_a, adapt_a = adapt("a", TokenizerSection(), tokens_c, prepared, work / "a")
-    rates_a = step_rates(model_a, stages, prepared, work / "a")
-    tokens_a = tokens_for(budget - adapt_a, stages, rates_a)
-    rows["a"] = _arm(model_a, section(stages, tokens_a), prepared, work / "a", adapt_a, tok_a, korean, english)
-    rows["a"]["planned_tokens"] = tokens_c
-    # (b) full fine-tuning of the base
-    full = [full_stage(SEQ * MICRO)]
-    rates_b = step_rates(base_dir, full, prepared, work / "b")
-    tokens_b = max(int(budget * rates_b[0]) // (SEQ * MICRO) * SEQ * MICRO, SEQ * MICRO)
-    rows["b"] = _arm(base_dir, section([full_stage(tokens_b)]), prepared, work / "b", 0.0, None, korean, english)
-    for arm, rates in (("a", rates_a), ("b", rates_b), ("c", rates_c)):
-        rows[arm]["probe_tokens_per_s"] = [round(r, 1) for r in rates]
+    if "c" in arms:  # the paper's 20k: its rates measured on its own extended model
+        model_c, tok_c, adapt_c = adapt("c", TokenizerSection(size=20_000), 10**6, prepared, work / "c")
+        rates_c, fixed_c = step_rates(model_c, stages, prepared, work / "c")
+        plan_c = planned_stages(budget - adapt_c - fixed_c, stages, rates_c)
+        rows["c"] = _arm(model_c, section(plan_c), prepared, work / "c", adapt_c, tok_c, korean, english)
+        rows["c"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_c]
+        tokens_c = rows["c"]["training_tokens"]
+    elif "a" in arms:
+        if not earlier or "c" not in earlier:
+            raise SystemExit("--arms a: (a) plans its vocabulary for (c)'s training tokens; no earlier (c) row")
+        tokens_c = earlier["c"]["training_tokens"]
+    if "a" in arms:  # defaults: the budget it plans its vocabulary for is what (c) trained
+        model_a, tok_a, adapt_a = adapt("a", TokenizerSection(), tokens_c, prepared, work / "a")
+        rates_a, fixed_a = step_rates(model_a, stages, prepared, work / "a")
+        plan_a = planned_stages(budget - adapt_a - fixed_a, stages, rates_a)
+        rows["a"] = _arm(model_a, section(plan_a), prepared, work / "a", adapt_a, tok_a, korean, english)
+        rows["a"]["planned_tokens"] = tokens_c
+        rows["a"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_a]
+    if "b" in arms:
+        rows["b"] = _arm_b(budget, prepared, base_dir, work, korean, english)
     return rows
+
+
+def _arm_b(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, korean, english) -> dict:
+    """(b) full fine-tuning of the base, its tokens planned from its own probe."""
+    full = [full_stage(SEQ * MICRO)]
+    rates_b, fixed_b = step_rates(base_dir, full, prepared, work / "b")
+    tokens_b = max(int((budget - fixed_b) * rates_b[0]) // (SEQ * MICRO) * SEQ * MICRO, SEQ * MICRO)
+    row = _arm(base_dir, section([full_stage(tokens_b)]), prepared, work / "b", 0.0, None, korean, english)
+    row["probe_tokens_per_s"] = [round(r, 1) for r in rates_b]
+    return row
 
 
 def _arm(model, train_section, prepared, work, adapt_s, adapted, korean, english) -> dict:
@@ -211,6 +260,11 @@ def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
                   f"| {r['korean_bpb']:.4f} | {r['english_bpb']:.4f} | {english:+.2f}% "
                   f"| {r['tokens_per_1000_korean_chars']:.0f} |")  # fmt: skip
     for budget, rows in results.items():
+        for arm in ("a", "b", "c"):
+            off = rows[arm]["wall_seconds"] / float(budget) - 1
+            if abs(off) > WALL_TOLERANCE:
+                print(f"{budget} s: {ARMS[arm]} used {rows[arm]['wall_seconds']:.0f} s ({off:+.0%}): not at equal "
+                      f"compute; rerun it with --budgets {budget} --arms {arm}")  # fmt: skip
         a, b = rows["a"], rows["b"]
         print(
             f"{budget} s: (a) Korean {a['korean_bpb']:.4f} vs (b) {b['korean_bpb']:.4f} "
@@ -228,6 +282,10 @@ def main() -> None:
     parser.add_argument("--korean-chars", type=int, default=15_000, help="held-out Korean scored (characters)")
     parser.add_argument("--english-chars", type=int, default=20_000, help="held-out English scored (characters)")
     parser.add_argument("--smoke", action="store_true", help="results to --out only (a check of the script)")
+    parser.add_argument(
+        "--arms", nargs="+", choices=sorted(ARMS), help="rerun only these arms, from scratch; the others' rows are kept "
+        "from the JSON (an arm whose probe planned it well off its budget)",
+    )  # fmt: skip
     args = parser.parse_args()
     if not CORPUS.is_file():
         raise SystemExit(f"needs {CORPUS} (see ../shared/data/PROVENANCE.md)")
@@ -239,10 +297,16 @@ def main() -> None:
     heldout = (korean, english_heldout(EnglishSection(), args.english_chars, 0))
     base_dir = materialize(resolve(BASE), None)
     base = score(base_dir, *heldout, args.out / "eval-base.json")
-    results = {}
     target = args.out / "cpt.json" if args.smoke else HERE / "measured" / "cpt.json"
+    arms = set(args.arms) if args.arms else None
+    if arms and not target.is_file():
+        raise SystemExit(f"--arms reruns arms of an earlier run: no {target}")
+    results = json.loads(target.read_text())["budgets"] if arms else {}
     for budget in args.budgets:
-        results[f"{budget:.0f}"] = run_budget(budget, prepared, heldout, base_dir, args.out)
+        rows = run_budget(budget, prepared, heldout, base_dir, args.out, arms, results.get(f"{budget:.0f}"))
+        for arm in arms or ():
+            rows[arm]["rerun"] = True
+        results[f"{budget:.0f}"] = {**results.get(f"{budget:.0f}", {}), **rows}
         atomic_write_json(target, {"base": base, "budgets": results, "cpu_threads": torch.get_num_threads()})
     print_table(base, results)
 
