@@ -117,8 +117,73 @@ def schedule(kind: str, lr: float, emb_lr: float, new_lr: float | None, lora_lr:
         "layers_only": [odd, even],
         "layers_lora": [odd, even, lora],
         "full": [full_stage(lr, new_lr)],
+        # every layer and norm in one stage, the base's embedding rows frozen: with the new rows, or with none
+        "all_layers_new": [
+            {
+                "name": "all_layers",
+                "trainable": {"layers": "all", "norms": True, "embeddings": "new", "lm_head": "new"},
+                "lr": lr,
+                **nr,
+            }
+        ],
+        "all_layers": [{"name": "all_layers", "trainable": {"layers": "all", "norms": True}, "lr": lr}],
         "emb_only": [emb],
+        # on an untied copy of the extended model: stage 1 trains the new *input* rows only (no logit moves)
+        "all_layers_normed": [{"name": "all_layers", "trainable": {"layers": "all", "norms": True}, "lr": lr}],
+        "paper_newin_normed": [
+            {"name": "embeddings", "trainable": {"embeddings": "new"}, "lr": emb_lr},
+            odd,
+            even,
+            lora,
+        ],
+        "paper_newin_untied": [
+            {"name": "embeddings", "trainable": {"embeddings": "new"}, "lr": emb_lr},
+            odd,
+            even,
+            lora,
+        ],
     }[kind]
+
+
+def untied(model_dir: Path) -> Path:
+    """A copy of an extended model whose LM head is its own matrix (a clone of the tied embeddings): same outputs."""
+    target = model_dir.with_name(model_dir.name + "-untied")
+    if not target.is_dir():
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+        model.save_pretrained(target)
+        AutoTokenizer.from_pretrained(model_dir).save_pretrained(target)
+        for extra in model_dir.iterdir():  # the extension's report and whatever else rides along
+            if extra.is_file() and not (target / extra.name).exists():
+                (target / extra.name).write_bytes(extra.read_bytes())
+    return target
+
+
+def normed(model_dir: Path) -> Path:
+    """A copy of an untied extended model whose new input rows are scaled to the base rows' mean norm (averaging
+    the pieces' embeddings shrinks them: 2.0 against 3.2 on SmolLM2); the head is unchanged, so are the outputs on
+    base tokens."""
+    target = model_dir.with_name(model_dir.name + "-normed")
+    if not target.is_dir():
+        import shutil
+
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        shutil.copytree(model_dir, target)
+        weights = load_file(target / "model.safetensors")
+        name = next(k for k in weights if "embed_tokens" in k)
+        rows = weights[name]
+        base = 49_152
+        with torch.no_grad():
+            norms = rows[base:].norm(dim=1, keepdim=True)
+            rows[base:] *= rows[:base].norm(dim=1).mean() / norms
+        save_file(weights, str(target / "model.safetensors"), metadata={"format": "pt"})
+    return target
 
 
 def train_section(stages, tokens):
@@ -164,6 +229,15 @@ GRIDS = {
     # everything at 3e-4 on the extended model (new rows at the same rate); no stage 1, new rows in the layer stages
     "r10a": [(20000, "full", [1.0], 3e-4, None, None, None)],
     "r10b": [(20000, "layers_lora", [1 / 3] * 3, 3e-4, None, 3e-4, 2e-4)],
+    # r10a's English loss: the base's rows (frozen here), or the layers? All layers with the new rows, or with none
+    "r11a": [(20000, "all_layers_new", [1.0], 3e-4, None, 3e-4, None)],
+    "r11b": [(20000, "all_layers", [1.0], 3e-4, None, None, None)],
+    # untied head: stage 1 trains the new input rows alone, at 1e-3 or 1e-2 (the default's schedule otherwise)
+    "r12a": [(20000, "paper_newin_untied", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
+    "r12b": [(20000, "paper_newin_untied", [0.25] * 4, 3e-4, 1e-2, None, 2e-4)],
+    # untied, the new input rows scaled to the base rows' mean norm: all layers (r11b), the default's schedule (r12a)
+    "r13a": [(20000, "all_layers_normed", [1.0], 3e-4, None, None, None)],
+    "r13b": [(20000, "paper_newin_normed", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [
         (20000, "paper", [0.25] * 4, 1e-4, 1e-3, None, 2e-4),
@@ -219,6 +293,10 @@ def run(out: Path, grid: str, tokens: int, bench_out: Path | None = None, thread
             continue
         size, kind, shares, lr, emb_lr, new_lr, lora_lr = exp
         model = base_dir if size == 0 else str(out / f"ext-{size}-calibrated")
+        if kind.endswith("_untied"):
+            model = str(untied(out / f"ext-{size}-calibrated"))
+        if kind.endswith("_normed"):
+            model = str(normed(untied(out / f"ext-{size}-calibrated")))
         stages = schedule(kind, lr, emb_lr or 1e-3, new_lr, lora_lr or 2e-4)
         work = out / "runs" / k.replace("|", "_").replace(",", "-")
         if work.exists():

@@ -261,12 +261,16 @@ def write_kobest(folder: Path, n: int = 20, splits=("train", "validation")) -> P
     return folder
 
 
-def extend_model(model_dir: Path, merged_dir: Path, out: Path, init: str = "decomposition", texts=()) -> Path:
-    """The model extended to the merged tokenizer with ``init`` (no comparison), as the extend phase writes it."""
+def extend_model(
+    model_dir: Path, merged_dir: Path, out: Path, init: str = "decomposition", texts=(), input_norm: str = "init"
+) -> Path:
+    """The model extended to the merged tokenizer with ``init`` (no comparison), as the extend phase writes it; the
+    new input rows as the init left them unless ``input_norm="base"`` (the default of ``extend``), so that a tied
+    model stays tied."""
     from redwhale.config.schema import ExtendSection
     from redwhale.models.adapt import extend_and_compare
 
-    section = ExtendSection(init=init, compare=[], calibration_chars=1000)
+    section = ExtendSection(init=init, compare=[], calibration_chars=1000, input_norm=input_norm)
     extend_and_compare(str(model_dir), merged_dir, section, list(texts), [], [], out, None)
     return out
 

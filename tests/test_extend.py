@@ -31,7 +31,7 @@ def test_base_rows_are_bit_identical(request, fixture, method, merged_tokenizer_
     embed = model.get_input_embeddings().weight.detach().clone()
     head = model.get_output_embeddings().weight.detach().clone()
     tied = is_tied(model)
-    extend(model, base_tok, merged, method)
+    extend(model, base_tok, merged, method, input_norm="init")
     assert model.get_input_embeddings().weight.shape[0] == len(merged)
     assert torch.equal(model.get_input_embeddings().weight[: len(base_tok)], embed)
     assert torch.equal(model.get_output_embeddings().weight[: len(base_tok)], head)
@@ -74,7 +74,7 @@ def test_pieces_are_the_base_tokenizers_split(bpe_tokenizer_dir, merged_tokenize
 def test_tied_model_keeps_its_tie_and_head_across_save_and_load(tmp_path, tied_llama_dir, merged_tokenizer_dir):
     model, base_tok = load(tied_llama_dir)
     merged = AutoTokenizer.from_pretrained(str(merged_tokenizer_dir))
-    report = extend(model, base_tok, merged, "decomposition")
+    report = extend(model, base_tok, merged, "decomposition", input_norm="init")
     save_extended(model, merged, tmp_path / "ext", report)
     again = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ext"))
     assert again.config.vocab_size == len(merged) and again.config.tie_word_embeddings
@@ -83,6 +83,41 @@ def test_tied_model_keeps_its_tie_and_head_across_save_and_load(tmp_path, tied_l
     ids = merged(" ".join(KOREAN_LINES[:2]), return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.allclose(again(ids).logits, model(ids).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture", ["tied_llama_dir", "untied_llama_dir"])
+def test_input_norm_base_scales_new_input_rows_and_keeps_every_output(request, tmp_path, fixture, merged_tokenizer_dir):
+    folder = request.getfixturevalue(fixture)
+    (model, base_tok), (kept, _) = load(folder), load(folder)
+    merged = AutoTokenizer.from_pretrained(str(merged_tokenizer_dir))
+    n = len(base_tok)
+    extend(kept, base_tok, merged, "decomposition", input_norm="init")
+    report = extend(model, base_tok, merged, "decomposition")  # input_norm="base", the default
+    assert report["input_norm"]["untied"] == (fixture == "tied_llama_dir") and not is_tied(model)
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    target = embed[:n].norm(dim=1).mean()
+    assert torch.allclose(embed[n : len(merged)].norm(dim=1), target.expand(len(merged) - n), rtol=1e-4)
+    assert report["input_norm"]["new_mean_norm_before"] < float(target.detach())  # averaged pieces are shorter
+    assert torch.equal(embed[:n], kept.get_input_embeddings().weight[:n])
+    assert torch.equal(head, kept.get_output_embeddings().weight)  # the head keeps the init's rows, new ones too
+    new_rows = embed[n : len(merged)] / embed[n : len(merged)].norm(dim=1, keepdim=True)
+    init_rows = kept.get_input_embeddings().weight[n : len(merged)]
+    assert torch.allclose(new_rows, init_rows / init_rows.norm(dim=1, keepdim=True), atol=1e-5)  # same directions
+    base_ids = base_tok(" ".join(ENGLISH_LINES[:2]), return_tensors="pt").input_ids
+    with torch.no_grad():  # on base tokens the model predicts exactly as before
+        assert torch.allclose(model(base_ids).logits, kept(base_ids).logits, atol=1e-5)
+    save_extended(model, merged, tmp_path / "ext", report)
+    again = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ext"))
+    assert not again.config.tie_word_embeddings and not is_tied(again)
+    assert torch.equal(again.get_output_embeddings().weight, head) and torch.equal(
+        again.get_input_embeddings().weight, embed
+    )
+
+
+def test_input_norm_leaves_random_rows_at_the_models_init_scale(tied_llama_dir, merged_tokenizer_dir):
+    model, base_tok = load(tied_llama_dir)
+    report = extend(model, base_tok, AutoTokenizer.from_pretrained(str(merged_tokenizer_dir)), "random")
+    assert "input_norm" not in report and is_tied(model)
 
 
 def test_untied_head_gets_its_own_rows(tmp_path, untied_llama_dir, merged_tokenizer_dir):
@@ -165,7 +200,8 @@ def test_extend_writes_a_folder_transformers_loads_alone(tmp_path, tied_llama_di
         m = AutoModelForCausalLM.from_pretrained({str(tmp_path / "ext")!r})
         t = AutoTokenizer.from_pretrained({str(tmp_path / "ext")!r})
         assert m.config.vocab_size == len(t) == {report["merged_vocab"]}
-        assert m.lm_head.weight is m.model.embed_tokens.weight
+        # input_norm: base (the default) unties the tied model: its head is saved as its own matrix
+        assert not m.config.tie_word_embeddings and m.lm_head.weight is not m.model.embed_tokens.weight
         print("ok")
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -54,10 +54,7 @@ def extend_and_compare(
     progress: ProgressFactory = no_file_progress,
 ) -> dict[str, Any]:
     """Write the extended model to ``model_out`` and the comparison of ``section.compare`` to ``compare_out`` (either
-    may be None).
-
-    ``train_texts`` is training text of the new language: all of it is counted (token frequencies) and a sample of
-    ``section.calibration_chars`` characters fits the calibrated offsets."""
+    may be None). ``train_texts``: training text of the new language, sampled for the calibrated offsets."""
     load = load or LoadOptions()
     started = time.perf_counter()
     merged = load_merged_tokenizer(merged_dir, load.trust_remote_code)  # first: a broken folder fails at once
@@ -82,6 +79,7 @@ def extend_and_compare(
             keep=(section.init, model_out) if model_out is not None else None,
             progress=progress,
             calibration_positions=section.calibration_positions,
+            input_norm=section.input_norm,
         )
         summary["compare"] = {k: v.get("korean_vs_base") for k, v in result["rows"].items()}
     if model_out is not None and not model_out.is_dir():  # the comparison did not build the configured method
@@ -95,6 +93,7 @@ def extend_and_compare(
             counts=calibration[1],
             seed=seed,
             calibration_positions=section.calibration_positions,
+            input_norm=section.input_norm,
         )
         save_extended(model, merged, model_out, report)
     summary["seconds"] = round(time.perf_counter() - started, 1)

@@ -37,6 +37,7 @@ def compare_init(
     keep: tuple[str, Path] | None = None,
     progress: ProgressFactory = no_file_progress,
     calibration_positions: int = 2048,
+    input_norm: str = "base",
 ) -> dict[str, Any]:
     """Extend a copy of ``base`` with each init method and score it; write and return the table. ``calibration`` is
     the (sample, token counts) of :func:`calibration_data`; the model of method ``keep[0]`` is also saved to
@@ -58,6 +59,7 @@ def compare_init(
                 window,
                 progress,
                 calibration_positions,
+                input_norm,
             )
             if keep is not None and method == keep[0] and "report" in rows[method]:
                 save_extended(rows[method].pop("model"), merged, keep[1], rows[method]["report"])
@@ -84,7 +86,18 @@ def compare_init(
 
 
 def _one_method(
-    base, base_tokenizer, merged, method, korean, english, calibration, seed, window, progress, calibration_positions
+    base,
+    base_tokenizer,
+    merged,
+    method,
+    korean,
+    english,
+    calibration,
+    seed,
+    window,
+    progress,
+    calibration_positions,
+    input_norm,
 ) -> dict[str, Any]:
     if METHODS[method].needs_untied_head and is_tied(base):
         return {"skipped": f"{method} needs an untied LM head"}
@@ -98,6 +111,7 @@ def _one_method(
         counts=calibration[1],
         seed=seed,
         calibration_positions=calibration_positions,
+        input_norm=input_norm,
         progress=progress,
     )
     row = _score(model, merged, korean, english, window)

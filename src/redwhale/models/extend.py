@@ -1,8 +1,11 @@
 """``redwhale model extend``: grow a model to a merged vocabulary and initialise the new rows.
 
-The input embeddings and the LM head are resized to the merged tokenizer (a tied model stays tied, an untied head
-gets its own rows); every base row is left bit-identical; the new rows are set by one of the methods of
-:mod:`redwhale.models.init`. The output is a plain Hugging Face folder (safetensors, ``vocab_size`` updated, the merged
+The input embeddings and the LM head are resized to the merged tokenizer (an untied head gets its own rows); every
+base row is left bit-identical; the new rows are set by one of the methods of :mod:`redwhale.models.init`, then (by
+default, ``input_norm="base"``) the new *input* rows are scaled to the base rows' mean norm: averaging pieces shrinks
+a row (2.0 against 3.2 on SmolLM2), and inputs that small are what the layers then spend their training on. A tied
+model is untied for that (the head keeps the init's rows, so its logits stay as initialised and calibrated; memory:
+one more vocabulary-sized matrix). The output is a plain Hugging Face folder (safetensors, ``vocab_size`` updated, the merged
 tokenizer, a generation config, and ``init_report.json``) that ``AutoModelForCausalLM`` loads without redwhale.
 """
 
@@ -82,13 +85,13 @@ def extend(
     counts: torch.Tensor | None = None,
     seed: int = 0,
     calibration_positions: int = 2048,
+    input_norm: str = "base",
     progress: ProgressFactory = no_file_progress,
 ) -> dict[str, Any]:
-    """Resize ``model`` to ``merged_tokenizer`` in place and initialise the new rows by ``method``.
-
-    ``calibrated`` needs ``calibration_texts`` (a sample of training text: its hidden states fit the offsets) and
-    uses ``counts`` (token counts over the training text, by id) for the frequency feature; without ``counts`` the
-    sample is counted."""
+    """Resize ``model`` to ``merged_tokenizer`` in place and initialise the new rows by ``method``, then (``input_norm``
+    "base", any method but ``random``: it draws from the model's own init) scale the new input rows to the base rows'
+    mean norm, untying a tied head. ``calibrated`` needs ``calibration_texts`` (training text: its hidden states fit
+    the offsets) and uses ``counts`` (token counts by id; without them the sample is counted) for token frequency."""
     check_vocabularies(base_tokenizer, merged_tokenizer, model)
     started = time.perf_counter()
     base_size, merged_size = len(base_tokenizer), len(merged_tokenizer)
@@ -125,6 +128,10 @@ def extend(
             max_positions=calibration_positions,
             progress=progress,
         ).as_dict()
+    if input_norm == "base" and method != "random":
+        report["input_norm"] = match_input_norms(model, base_size, merged_size)
+    elif input_norm not in ("base", "init"):
+        raise RedwhaleError(f"input_norm must be 'base' or 'init', not {input_norm!r}")
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
 
@@ -144,6 +151,35 @@ def _grow(model, base_size: int, merged_size: int, new_in, new_out, tied: bool) 
         if not is_tied(model):
             raise RedwhaleError("the LM head came untied while resizing")
     return rows
+
+
+def untie(model) -> None:
+    """Give a tied model its own LM head, a copy of the shared matrix (same outputs); ``tie_word_embeddings`` becomes
+    false so that it is saved and loaded untied."""
+    embed = model.get_input_embeddings().weight
+    model.config.tie_word_embeddings = False
+    text_config = getattr(model.config, "get_text_config", lambda: model.config)()
+    text_config.tie_word_embeddings = False
+    model.get_output_embeddings().weight = torch.nn.Parameter(embed.detach().clone(), requires_grad=embed.requires_grad)
+    if is_tied(model):
+        raise RedwhaleError("could not untie the LM head from the input embeddings")
+
+
+def match_input_norms(model, base_size: int, merged_size: int) -> dict[str, Any]:
+    """Scale the new input rows (``base_size:merged_size``) to the mean norm of the base rows, untying a tied head
+    first so that the output rows keep their init (written by hand: no library does this step)."""
+    untied = is_tied(model)
+    if untied:
+        untie(model)
+    with torch.no_grad():
+        weight = model.get_input_embeddings().weight
+        target = weight[:base_size].float().norm(dim=1).mean()
+        new = weight[base_size:merged_size]
+        norms = new.float().norm(dim=1, keepdim=True)
+        before = float(norms.mean())
+        new.copy_((new.float() * (target / norms.clamp_min(1e-12))).to(weight.dtype))
+    log.info("new input rows scaled to the base's mean norm %.3f (they averaged %.3f)", float(target), before)
+    return {"untied": untied, "base_mean_norm": round(float(target), 4), "new_mean_norm_before": round(before, 4)}
 
 
 def save_extended(model, tokenizer, out: Path, report: dict[str, Any]) -> Path:
