@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from helpers import ENGLISH_LINES, KOREAN_LINES, make_tiny_llama, perturb_model
+from helpers import ENGLISH_LINES, KOREAN_LINES, extend_model, make_tiny_llama, perturb_model
 from redwhale.cli import main
 from redwhale.core.errors import ModelSourceError, RedwhaleError
 from redwhale.export import gguf as gguf_module
@@ -265,6 +265,24 @@ def test_chat_vector_tied_model_moves_its_head_once(tmp_path, instruct_dirs, tie
     assert head.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     diff = instruct["model.embed_tokens.weight"] - base["model.embed_tokens.weight"]
     torch.testing.assert_close(head[: diff.shape[0]] - adapted[: diff.shape[0]], diff, atol=1e-6, rtol=0)
+
+
+def test_chat_vector_on_a_tied_base_and_an_adaptation_untied_by_input_norm(
+    tmp_path, instruct_dirs, tied_llama_dir, merged_tokenizer_dir
+):
+    """``extend.input_norm: base`` (the default) unties a tied base: the head's base rows get the difference of the
+    tied matrices, as the embedding's do, and the new rows of both stay as adapted."""
+    adapted_dir = extend_model(tied_llama_dir, merged_tokenizer_dir, tmp_path / "ext", input_norm="base")
+    apply_chat_vector(str(tied_llama_dir), str(instruct_dirs["tied"]), adapted_dir, tmp_path / "cv", 0.5)
+    base, instruct = _weights(tied_llama_dir), _weights(instruct_dirs["tied"])
+    adapted, out = _weights(adapted_dir), _weights(tmp_path / "cv")
+    diff = instruct["model.embed_tokens.weight"] - base["model.embed_tokens.weight"]
+    n = diff.shape[0]
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        torch.testing.assert_close(out[name][:n], adapted[name][:n] + 0.5 * diff, atol=1e-6, rtol=0)
+        assert torch.equal(out[name][n:], adapted[name][n:])
+    assert not torch.equal(out["model.embed_tokens.weight"][n:], out["lm_head.weight"][n:])
+    assert check_vllm(tmp_path / "cv") == []
 
 
 def test_chat_vector_refuses_mismatched_models(tmp_path, tied_llama_dir, extended_tied_dir, bpe_tokenizer_dir):

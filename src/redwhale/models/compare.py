@@ -47,19 +47,9 @@ def compare_init(
         rows: dict[str, Any] = {"base": _score(base, base_tokenizer, korean, english, window)}
         bar.update(1, method="base")
         for method in methods:
+            options = {"calibration_positions": calibration_positions, "input_norm": input_norm}
             rows[method] = _one_method(
-                base,
-                base_tokenizer,
-                merged,
-                method,
-                korean,
-                english,
-                calibration,
-                seed,
-                window,
-                progress,
-                calibration_positions,
-                input_norm,
+                base, base_tokenizer, merged, method, korean, english, calibration, seed, window, progress, options
             )
             if keep is not None and method == keep[0] and "report" in rows[method]:
                 save_extended(rows[method].pop("model"), merged, keep[1], rows[method]["report"])
@@ -86,18 +76,7 @@ def compare_init(
 
 
 def _one_method(
-    base,
-    base_tokenizer,
-    merged,
-    method,
-    korean,
-    english,
-    calibration,
-    seed,
-    window,
-    progress,
-    calibration_positions,
-    input_norm,
+    base, base_tokenizer, merged, method, korean, english, calibration, seed, window, progress, options: dict[str, Any]
 ) -> dict[str, Any]:
     if METHODS[method].needs_untied_head and is_tied(base):
         return {"skipped": f"{method} needs an untied LM head"}
@@ -110,9 +89,8 @@ def _one_method(
         calibration_texts=calibration[0],
         counts=calibration[1],
         seed=seed,
-        calibration_positions=calibration_positions,
-        input_norm=input_norm,
         progress=progress,
+        **options,
     )
     row = _score(model, merged, korean, english, window)
     if "calibration" in report:
