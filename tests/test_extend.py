@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from helpers import ENGLISH_LINES, KOREAN_LINES
 from redwhale.config.schema import ExtendSection
 from redwhale.core.bpb import _windows, bits_per_byte
-from redwhale.core.errors import TokenizerError
+from redwhale.core.errors import RedwhaleError, TokenizerError
 from redwhale.models.adapt import extend_and_compare
 from redwhale.models.extend import extend, is_tied, save_extended
 from redwhale.models.init import METHODS, bias_direction, decompose, initial_rows
@@ -118,6 +118,8 @@ def test_input_norm_leaves_random_rows_at_the_models_init_scale(tied_llama_dir, 
     model, base_tok = load(tied_llama_dir)
     report = extend(model, base_tok, AutoTokenizer.from_pretrained(str(merged_tokenizer_dir)), "random")
     assert "input_norm" not in report and is_tied(model)
+    with pytest.raises(RedwhaleError, match="input_norm must be"):
+        extend(model, base_tok, AutoTokenizer.from_pretrained(str(merged_tokenizer_dir)), "mean", input_norm="Base")
 
 
 def test_untied_head_gets_its_own_rows(tmp_path, untied_llama_dir, merged_tokenizer_dir):

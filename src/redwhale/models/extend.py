@@ -5,8 +5,9 @@ base row is left bit-identical; the new rows are set by one of the methods of :m
 default, ``input_norm="base"``) the new *input* rows are scaled to the base rows' mean norm: averaging pieces shrinks
 a row (2.0 against 3.2 on SmolLM2), and inputs that small are what the layers then spend their training on. A tied
 model is untied for that (the head keeps the init's rows, so its logits stay as initialised and calibrated; memory:
-one more vocabulary-sized matrix). The output is a plain Hugging Face folder (safetensors, ``vocab_size`` updated, the merged
-tokenizer, a generation config, and ``init_report.json``) that ``AutoModelForCausalLM`` loads without redwhale.
+one more vocabulary-sized matrix). The output is a plain Hugging Face folder (safetensors, ``vocab_size`` updated,
+the merged tokenizer, a generation config, and ``init_report.json``) that ``AutoModelForCausalLM`` loads without
+redwhale.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def extend(
     mean norm, untying a tied head. ``calibrated`` needs ``calibration_texts`` (training text: its hidden states fit
     the offsets) and uses ``counts`` (token counts by id; without them the sample is counted) for token frequency."""
     check_vocabularies(base_tokenizer, merged_tokenizer, model)
+    scale_inputs = _scales_input_rows(input_norm, method)
     started = time.perf_counter()
     base_size, merged_size = len(base_tokenizer), len(merged_tokenizer)
     tied = is_tied(model)
@@ -128,10 +130,8 @@ def extend(
             max_positions=calibration_positions,
             progress=progress,
         ).as_dict()
-    if input_norm == "base" and method != "random":
+    if scale_inputs:
         report["input_norm"] = match_input_norms(model, base_size, merged_size)
-    elif input_norm not in ("base", "init"):
-        raise RedwhaleError(f"input_norm must be 'base' or 'init', not {input_norm!r}")
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
 
@@ -151,6 +151,12 @@ def _grow(model, base_size: int, merged_size: int, new_in, new_out, tied: bool) 
         if not is_tied(model):
             raise RedwhaleError("the LM head came untied while resizing")
     return rows
+
+
+def _scales_input_rows(input_norm: str, method: str) -> bool:
+    if input_norm not in ("base", "init"):
+        raise RedwhaleError(f"input_norm must be 'base' or 'init', not {input_norm!r}")
+    return input_norm == "base" and method != "random"
 
 
 def untie(model) -> None:
