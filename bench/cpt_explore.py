@@ -128,61 +128,47 @@ def schedule(kind: str, lr: float, emb_lr: float, new_lr: float | None, lora_lr:
         ],
         "all_layers": [{"name": "all_layers", "trainable": {"layers": "all", "norms": True}, "lr": lr}],
         "emb_only": [emb],
-        # on an untied copy of the extended model: stage 1 trains the new *input* rows only (no logit moves)
-        "all_layers_normed": [{"name": "all_layers", "trainable": {"layers": "all", "norms": True}, "lr": lr}],
-        "paper_newin_normed": [
+        # stage 1 on the new *input* rows only; kinds ending in _untied / _normed run it on those copies of the model
+        "paper_newin": [
             {"name": "embeddings", "trainable": {"embeddings": "new"}, "lr": emb_lr},
             odd,
             even,
             lora,
         ],
-        "paper_newin_untied": [
-            {"name": "embeddings", "trainable": {"embeddings": "new"}, "lr": emb_lr},
-            odd,
-            even,
-            lora,
-        ],
-    }[kind]
+    }[kind.removesuffix("_untied").removesuffix("_normed")]
 
 
 def untied(model_dir: Path) -> Path:
-    """A copy of an extended model whose LM head is its own matrix (a clone of the tied embeddings): same outputs."""
-    target = model_dir.with_name(model_dir.name + "-untied")
-    if not target.is_dir():
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A copy of an extended model whose LM head is its own matrix (``redwhale.models.extend.untie``): same outputs."""
+    from redwhale.models.extend import untie
 
-        model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
-        model.config.tie_word_embeddings = False
-        model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
-        model.save_pretrained(target)
-        AutoTokenizer.from_pretrained(model_dir).save_pretrained(target)
-        for extra in model_dir.iterdir():  # the extension's report and whatever else rides along
-            if extra.is_file() and not (target / extra.name).exists():
-                (target / extra.name).write_bytes(extra.read_bytes())
-    return target
+    return _transformed(model_dir, "untied", lambda model, base_vocab: untie(model))
 
 
 def normed(model_dir: Path) -> Path:
-    """A copy of an untied extended model whose new input rows are scaled to the base rows' mean norm (averaging
-    the pieces' embeddings shrinks them: 2.0 against 3.2 on SmolLM2); the head is unchanged, so are the outputs on
-    base tokens."""
-    target = model_dir.with_name(model_dir.name + "-normed")
+    """A copy of an untied extended model whose new input rows are scaled to the base rows' mean norm
+    (``redwhale.models.extend.match_input_norms``, what ``extend.input_norm: base`` does after the init)."""
+    from redwhale.models.extend import match_input_norms
+
+    def scale(model, base_vocab: int) -> None:
+        match_input_norms(model, base_vocab, model.get_input_embeddings().weight.shape[0])
+
+    return _transformed(model_dir, "normed", scale)
+
+
+def _transformed(model_dir: Path, suffix: str, change) -> Path:
+    """``model_dir`` loaded, changed in place by ``change(model, base_vocab)`` and saved beside it (once)."""
+    target = model_dir.with_name(f"{model_dir.name}-{suffix}")
     if not target.is_dir():
         import shutil
 
         import torch
-        from safetensors.torch import load_file, save_file
+        from transformers import AutoModelForCausalLM
 
-        shutil.copytree(model_dir, target)
-        weights = load_file(target / "model.safetensors")
-        name = next(k for k in weights if "embed_tokens" in k)
-        rows = weights[name]
-        base = 49_152
-        with torch.no_grad():
-            norms = rows[base:].norm(dim=1, keepdim=True)
-            rows[base:] *= rows[:base].norm(dim=1).mean() / norms
-        save_file(weights, str(target / "model.safetensors"), metadata={"format": "pt"})
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        change(model, json.loads((model_dir / "init_report.json").read_text())["base_vocab"])
+        shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+        model.save_pretrained(target)
     return target
 
 
