@@ -70,6 +70,7 @@ BASE = "smollm2-135m"
 SEQ, MICRO = 512, 2
 FULL_LR = 3e-4
 WALL_TOLERANCE = 0.05  # an arm whose wall clock is further than this from the budget is flagged
+SEED = 0  # the seed of every phase (tokenizer sampling, extend, data order, LoRA init); --seed sets it
 PROBE_STEPS = 6  # the median of the 5 after the first: 3 (a median of 2) planned one arm 21% short of its budget
 ARMS = {
     "a": "(a) redwhale defaults",
@@ -117,7 +118,7 @@ def step_rates(
     probe = [s.model_copy(update={"tokens": PROBE_STEPS * SEQ * MICRO, "share": None}) for s in stages]
     probe_dir = work / f"probe-{PROBE_STEPS}"
     started = time.perf_counter()
-    train_schedule(model, read_texts(prepared.split("train")), None, section(probe), probe_dir)
+    train_schedule(model, read_texts(prepared.split("train")), None, section(probe), probe_dir, SEED)
     elapsed = time.perf_counter() - started
     rows = [json.loads(line) for line in (probe_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
     rates = []
@@ -150,11 +151,11 @@ def adapt(arm: str, tokenizer: TokenizerSection, planned: int, prepared: Prepare
     started = time.perf_counter()
     model = ModelSection(base=BASE)
     corpus = CorpusSection(inputs=[CorpusInput(path=str(CORPUS))])
-    adapted = tokenizer_phase(PhaseContext(work / "tokenizer", arm, None), model, corpus, tokenizer, 0, planned,
+    adapted = tokenizer_phase(PhaseContext(work / "tokenizer", arm, None), model, corpus, tokenizer, SEED, planned,
                               prepared)  # fmt: skip
     extend = ExtendSection()
     methods, why = extend.compared_methods(planned)
-    extended = extend_phase(PhaseContext(work / "extend", arm, None), model, extend, EnglishSection(), 0,
+    extended = extend_phase(PhaseContext(work / "extend", arm, None), model, extend, EnglishSection(), SEED,
                             {"methods": methods, "why": why}, prepared, adapted)  # fmt: skip
     return extended.model, adapted, time.perf_counter() - started
 
@@ -163,7 +164,7 @@ def train(model: Path, train_section: TrainSection, prepared: PreparedCorpus, wo
     from redwhale.train.run import train_schedule
 
     started = time.perf_counter()
-    summary = train_schedule(model, read_texts(prepared.split("train")), None, train_section, work / "train")
+    summary = train_schedule(model, read_texts(prepared.split("train")), None, train_section, work / "train", SEED)
     return summary, time.perf_counter() - started
 
 
@@ -195,7 +196,7 @@ def run_budget(
     for the training tokens of (c) in ``earlier`` (the rows of the earlier run)."""
     korean, english = heldout
     stages = default_stages()
-    work = out / f"budget-{budget:.0f}"
+    work = out / (f"budget-{budget:.0f}" if SEED == 0 else f"seed-{SEED}/budget-{budget:.0f}")
     arms = set(ARMS) if arms is None else arms
     for arm in arms:
         shutil.rmtree(work / arm, ignore_errors=True)
@@ -287,7 +288,10 @@ def main() -> None:
         "--arms", nargs="+", choices=sorted(ARMS), help="rerun only these arms, from scratch; the others' rows are kept "
         "from the JSON (an arm whose probe planned it well off its budget)",
     )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="another seed (its JSON is cpt-seed<N>.json): the noise")
     args = parser.parse_args()
+    global SEED
+    SEED = args.seed
     if not CORPUS.is_file():
         raise SystemExit(f"needs {CORPUS} (see ../shared/data/PROVENANCE.md)")
     setup_logging()
@@ -298,7 +302,8 @@ def main() -> None:
     heldout = (korean, english_heldout(EnglishSection(), args.english_chars, 0))
     base_dir = materialize(resolve(BASE), None)
     base = score(base_dir, *heldout, args.out / "eval-base.json")
-    target = args.out / "cpt.json" if args.smoke else HERE / "measured" / "cpt.json"
+    name = "cpt.json" if SEED == 0 else f"cpt-seed{SEED}.json"
+    target = args.out / name if args.smoke else HERE / "measured" / name
     arms = set(args.arms) if args.arms else None
     if arms and not target.is_file():
         raise SystemExit(f"--arms reruns arms of an earlier run: no {target}")
@@ -308,7 +313,8 @@ def main() -> None:
         for arm in arms or ():
             rows[arm]["rerun"] = True
         results[f"{budget:.0f}"] = {**results.get(f"{budget:.0f}", {}), **rows}
-        atomic_write_json(target, {"base": base, "budgets": results, "cpu_threads": torch.get_num_threads()})
+        record = {"base": base, "budgets": results, "cpu_threads": torch.get_num_threads(), "seed": SEED}
+        atomic_write_json(target, record)
     print_table(base, results)
 
 

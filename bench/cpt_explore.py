@@ -10,6 +10,7 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py probe --out DIR              # tokens/s of each stage kind (run alone)
     python bench/cpt_explore.py run --out DIR --grid NAME    # a grid of experiments (see GRIDS)
     python bench/cpt_explore.py table --out DIR              # print every result
+    python bench/cpt_explore.py merge --out DIR --model M --start S --weights 0.3 0.5   # train.merge_with_base
 """
 
 from __future__ import annotations
@@ -224,6 +225,7 @@ GRIDS = {
     # untied, the new input rows scaled to the base rows' mean norm: all layers (r11b), the default's schedule (r12a)
     "r13a": [(20000, "all_layers_normed", [1.0], 3e-4, None, None, None)],
     "r13b": [(20000, "paper_newin_normed", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
+    # r14: r13a at 40,960 and 81,920 tokens with --keep-model, each then merged back with ``merge`` (merge_with_base)
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [
         (20000, "paper", [0.25] * 4, 1e-4, 1e-3, None, 2e-4),
@@ -261,7 +263,9 @@ def key(exp, tokens) -> str:
     return f"{size}|{kind}|{','.join(f'{s:g}' for s in shares)}|{lr:g}|{emb_lr}|{new_lr}|{lora_lr}|{tokens}"
 
 
-def run(out: Path, grid: str, tokens: int, bench_out: Path | None = None, threads: int = 2) -> None:
+def run(
+    out: Path, grid: str, tokens: int, bench_out: Path | None = None, threads: int = 2, keep_model: bool = False
+) -> None:
     import torch
 
     from redwhale.core.source import materialize, resolve
@@ -325,7 +329,8 @@ def run(out: Path, grid: str, tokens: int, bench_out: Path | None = None, thread
         print(json.dumps(record), flush=True)
         import shutil
 
-        shutil.rmtree(work / "model", ignore_errors=True)
+        if not keep_model:
+            shutil.rmtree(work / "model", ignore_errors=True)
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
 
 
@@ -362,6 +367,48 @@ def probe(out: Path) -> None:
     (out / "rates.json").write_text(json.dumps(rows, indent=2))
 
 
+def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: Path | None, threads: int) -> None:
+    """A trained model (a run's model kept with ``--keep-model``, or a bench_cpt arm's) merged back toward ``start``
+    (the model its training began from) at each weight with ``train.merge_with_base``'s own code, scored on the held-out
+    text of ``run``; one line each in ``merge.jsonl``."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from redwhale.config.schema import EvalSection
+    from redwhale.core.source import materialize, resolve
+    from redwhale.evaluate.run import evaluate
+    from redwhale.train.merge import merge_with_start
+
+    torch.set_num_threads(threads)
+    _, korean, english = texts(bench_out)
+    base_dir = materialize(resolve(BASE), None)
+    report = model / "init_report.json"
+    base_rows = json.loads(report.read_text())["base_vocab"] if report.is_file() else None
+    for weight in weights:
+        merged = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        rows = base_rows or merged.get_input_embeddings().weight.shape[0]
+        if weight > 0:
+            merge_with_start(merged, start, weight, rows)
+        work = out / "merges" / f"{model.parent.name}-{weight:g}"
+        shutil.rmtree(work, ignore_errors=True)
+        merged.save_pretrained(work)
+        for path in model.iterdir():
+            if path.is_file() and path.suffix != ".safetensors" and path.name != "config.json":
+                shutil.copy2(path, work / path.name)
+        section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
+        base_tokenizer = base_dir if base_rows else None
+        result = evaluate(str(work), work / "eval.json", korean, english, section, False, base_tokenizer=base_tokenizer)
+        record = {"model": str(model), "start": str(start), "merge_with_base": weight,
+                  "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}  # fmt: skip
+        with (out / "merge.jsonl").open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+        for path in work.glob("*.safetensors"):
+            path.unlink()
+
+
 def table(out: Path) -> None:
     for line in (out / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
@@ -374,19 +421,25 @@ def table(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["prepare", "probe", "run", "table"])
+    parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 to run two grids side by side)")
+    parser.add_argument("--model", type=Path, help="merge: the trained model folder")
+    parser.add_argument("--start", type=Path, help="merge: the model its training started from")
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.5], help="merge: merge_with_base values")
+    parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")
     parser.add_argument("--bench-out", type=Path, default=None, help="bench_cpt.py's --out: its corpus, disjoint text")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     from redwhale.core.logs import setup_logging
 
     setup_logging()
+    if args.what == "merge":
+        return merge(args.out, args.model, args.start, args.weights, args.bench_out, args.threads)
     {"prepare": lambda: prepare(args.out), "probe": lambda: probe(args.out), "table": lambda: table(args.out)}.get(
-        args.what, lambda: run(args.out, args.grid, args.tokens, args.bench_out, args.threads)
+        args.what, lambda: run(args.out, args.grid, args.tokens, args.bench_out, args.threads, args.keep_model)
     )()
 
 

@@ -80,6 +80,7 @@ def all_fields_of(annotation) -> set[tuple[str, str]]:
 @pytest.mark.slow
 def test_run_every_phase_then_skip_then_redo_only_what_changed(tmp_path, tied_llama_dir, monkeypatch):
     raw = tiny_config(tmp_path, tied_llama_dir)
+    raw["train"]["merge_with_base"] = 0.25  # the merge runs end to end, and the report says so
     reads: dict[str, set] = {}
     original = plan_module.declared_phases
 
@@ -115,6 +116,7 @@ def test_run_every_phase_then_skip_then_redo_only_what_changed(tmp_path, tied_ll
     markdown = (root / "report" / "report.md").read_text(encoding="utf-8")
     for heading in ("## Corpus", "## Tokenizer", "## Initialisation", "## Training", "## Evaluation", "## Generations"):
         assert heading in markdown
+    assert "moved 25% of the way back" in markdown
     assert "1 malformed input line" in markdown and "Benchmark tasks did not run: eval.benchmarks is off" in markdown
 
     # every field is read by some phase (or on a branch named above), and only by phases whose hash covers it

@@ -230,3 +230,49 @@ def test_offload_and_8bit_optimizers_say_what_they_need_on_cpu():
         make_optimizer(groups, tiny_train([stage("s", layers="odd")], offload_optimizer=True), torch.device("cpu"))
     with pytest.raises(ConfigError, match="adamw8bit needs CUDA"):
         make_optimizer(groups, tiny_train([stage("s", layers="odd")], optimizer="adamw8bit"), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("fixture", ["extended_tied_dir", "extended_untied_dir"])
+def test_merge_with_base_moves_trained_weights_back_and_keeps_the_new_rows(tmp_path, fixture, request):
+    """merge_with_base w: every weight ends at trained + w * (start - trained), except the new vocabulary rows,
+    which keep their trained values; the same run without the merge gives the trained weights."""
+    model_dir = request.getfixturevalue(fixture)
+    base_rows = json.loads((model_dir / "init_report.json").read_text())["base_vocab"]
+    spec = dict(embeddings="all", lm_head="all", layers="all", norms=True)
+    runs = {}
+    for weight in (0.0, 0.25):
+        cfg = tiny_train([stage("all", **spec)], checkpoint_every=100, merge_with_base=weight)
+        summary = train_schedule(model_dir, CORPUS, None, cfg, tmp_path / f"w{weight}")
+        runs[weight] = snapshot(AutoModelForCausalLM.from_pretrained(str(tmp_path / f"w{weight}" / "model")))
+    assert summary["merged"]["kept_new_rows"] > 0
+    start = snapshot(AutoModelForCausalLM.from_pretrained(str(model_dir)))
+    trained, merged = runs[0.0], runs[0.25]
+    assert trained.keys() == merged.keys() == start.keys()
+    for name, value in trained.items():
+        assert not torch.equal(value, start[name]), name  # the stage trained everything
+        expected = value + 0.25 * (start[name] - value)
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
+            assert torch.equal(merged[name][base_rows:], value[base_rows:]), name
+            expected, got = expected[:base_rows], merged[name][:base_rows]
+        else:
+            got = merged[name]
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6), name
+    if fixture == "extended_tied_dir":
+        final = AutoModelForCausalLM.from_pretrained(str(tmp_path / "w0.25" / "model"))
+        assert final.lm_head.weight is final.model.embed_tokens.weight
+
+
+def test_merge_with_base_needs_safetensors_and_a_share_below_one(tmp_path, extended_tied_dir):
+    with pytest.raises(ValueError, match="merge_with_base"):
+        tiny_train(paper_stages(), merge_with_base=1.0)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for path in extended_tied_dir.iterdir():
+        if path.suffix != ".safetensors":
+            (bare / path.name).write_bytes(path.read_bytes())
+    model = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
+    torch.save(model.state_dict(), bare / "pytorch_model.bin")  # weights, but not as safetensors
+    cfg = tiny_train([stage("odd", layers="odd")], merge_with_base=0.5)
+    with pytest.raises(ConfigError, match="no safetensors"):
+        train_schedule(bare, CORPUS, None, cfg, tmp_path / "w")
+    assert not (tmp_path / "w" / "model").exists()

@@ -247,7 +247,16 @@ def _training(page: Page, trained: TrainedModel | None, running: bool) -> None:
     stages = read_json(trained.stages_json) or []
     if not metrics and not stages:
         return page.todo("Training", "train")
-    page.section("Training", "In progress: the stages so far." if running else "")
+    summary = read_json(trained.model / "training_summary.json") or {}
+    merged = summary.get("merged")
+    text = "In progress: the stages so far." if running else ""
+    if merged and not running:
+        text = (
+            f"After the last stage every trained weight was moved {summary['merge_with_base']:.0%} of the way back to "
+            f"the model training started from (train.merge_with_base; {merged['tensors']:,} tensors, "
+            f"{merged['kept_new_rows']:,} new vocabulary rows kept as trained)."
+        )
+    page.section("Training", text)
     if metrics:
         page.image(plot_loss(metrics, stages, page.folder / "loss.png"))
     rows = [

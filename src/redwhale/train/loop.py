@@ -41,6 +41,7 @@ from redwhale.core.source import load_model
 from redwhale.train import checkpoint as ckpt
 from redwhale.train.data import BlockStream, PackedBlocks, StreamState
 from redwhale.train.loss import CausalLMLoss
+from redwhale.train.merge import merge_with_start, safetensors_index
 from redwhale.train.metrics import MetricsLogger, read_metrics
 from redwhale.train.optim import OffloadedAdamW, make_optimizer
 from redwhale.train.plan import GIB, batch_layout, plan_config
@@ -121,6 +122,8 @@ class Trainer:
         self.precision: Precision = resolve_precision(dtype, cfg, self.device)
         self.model_dir = Path(model_dir)
         self.base_rows = self._base_rows()
+        if cfg.merge_with_base > 0:
+            safetensors_index(self.model_dir)  # no weights to merge toward fails here, before any training
         self.plans = self._plan()
         self.baseline_mib = PeakMemory(self.device).now_mib()  # what the process held before the model
         self.model = load_model(str(model_dir), dtype=self.precision.frozen, trust_remote_code=trust_remote_code)
@@ -449,6 +452,11 @@ class Trainer:
             "processes": self.accelerator.num_processes,
             "config": self.cfg.model_dump(mode="json"),
         }
+        if self.cfg.merge_with_base > 0:
+            summary["merge_with_base"] = self.cfg.merge_with_base
+            summary["merged"] = merge_with_start(
+                self.accelerator.unwrap_model(self.model), self.model_dir, self.cfg.merge_with_base, self.base_rows
+            )
         if self.accelerator.is_main_process:
             self._save_model(self.work / "model")
             atomic_write_json(self.work / "model" / "training_summary.json", summary)
