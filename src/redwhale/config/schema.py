@@ -386,25 +386,7 @@ def default_stages() -> list[StageSection]:
     the base's head rows on Korean alone shifts English predictions), layers at 3e-4 (the rate of the full
     fine-tuning it competes with), LoRA at 2e-4. A user who can give up English for Korean raises the layers' and
     LoRA's rates (6e-4 / 1.2e-3: -1.0% Korean, +7.8% English against the base on the tied model).
-
-    Merging back (``train.merge_with_base``, grid r14 and ``cpt_explore.py merge``; the same held-out text):
-
-    ================================================================  ===========  =================
-    model                                                             Korean       English (vs base)
-    ================================================================  ===========  =================
-    every layer, one stage, normed rows, 40,960 tokens                2.081        +11.8%
-    the same merged halfway back (merge_with_base: 0.5)               2.113        +2.3%
-    every layer, one stage, normed rows, 81,920 tokens                2.030        +13.8%
-    the same merged halfway back                                      2.079        +2.6%
-    the default schedule, bench_cpt's 960 s model (94,208 tokens)     2.077        +3.1%
-    the same merged a fifth back (0.2)                                2.088        +1.8%
-    full fine-tuning of the base, bench_cpt's 960 s (77,824 tokens)   2.024        +7.1%
-    the same merged halfway back                                      2.061        +0.2%
-    ================================================================  ===========  =================
-
-    Merging keeps ~90% of the Korean gained and gives back most of the English lost, but on the extended model no
-    merged schedule learned more Korean than this default at equal English (within ~0.01, one seed's noise), so the
-    default leaves it off; users who need English back set it (0.2-0.5)."""
+    Merging back after training (``train.merge_with_base``) is measured beside that field."""
     return [
         StageSection(name="embeddings", trainable=Trainable(embeddings="new"), share=0.25, lr=1e-3),
         StageSection(name="odd_layers", trainable=Trainable(layers="odd"), share=0.25, lr=3e-4),
@@ -481,6 +463,24 @@ class TrainSection(Section):
     wandb_project: str | None = Field(
         None, description="log to Weights & Biases under this project; null = off", json_schema_extra=RESULTS_NEUTRAL
     )
+    # Merging back (``train.merge_with_base``, grid r14 and ``cpt_explore.py merge``; the same held-out text):
+    #
+    # ================================================================  ===========  =================
+    # model                                                             Korean       English (vs base)
+    # ================================================================  ===========  =================
+    # every layer, one stage, normed rows, 40,960 tokens                2.081        +11.8%
+    # the same merged halfway back (merge_with_base: 0.5)               2.113        +2.3%
+    # every layer, one stage, normed rows, 81,920 tokens                2.030        +13.8%
+    # the same merged halfway back                                      2.079        +2.6%
+    # the default schedule, an earlier bench_cpt 960 s model (94,208)  2.077        +3.1%
+    # the same merged a fifth back (0.2)                                2.088        +1.8%
+    # full fine-tuning of the base, bench_cpt's 960 s (77,824 tokens)   2.024        +7.1%
+    # the same merged halfway back                                      2.061        +0.2%
+    # ================================================================  ===========  =================
+    #
+    # Merging keeps ~90% of the Korean gained and gives back most of the English lost, but on the extended model no
+    # merged schedule learned more Korean than the default schedule at equal English (within ~0.01, one seed's noise), so the
+    # default leaves it off; users who need English back set it (0.2-0.5).
     merge_with_base: float = Field(
         0.0,
         ge=0,
