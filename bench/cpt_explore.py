@@ -269,7 +269,6 @@ def run(
     import torch
 
     from redwhale.core.source import materialize, resolve
-    from redwhale.evaluate.run import evaluate
     from redwhale.train.run import train_schedule as train_command
 
     torch.set_num_threads(threads)
@@ -296,18 +295,7 @@ def run(
         started = time.perf_counter()
         summary = train_command(Path(model), train, None, train_section(stages, split_tokens(tokens, shares)), work)
         seconds = time.perf_counter() - started
-        from redwhale.config.schema import EvalSection
-
-        section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
-        result = evaluate(
-            str(work / "model"),
-            work / "eval.json",
-            korean,
-            english,
-            section,
-            False,
-            base_tokenizer=base_dir if size else None,
-        )
+        result = score(work / "model", work / "eval.json", korean, english, base_dir if size else None)
         record = {
             "key": k,
             "size": size,
@@ -367,6 +355,15 @@ def probe(out: Path) -> None:
     (out / "rates.json").write_text(json.dumps(rows, indent=2))
 
 
+def score(model: Path, out: Path, korean, english, base_tokenizer: Path | None) -> dict:
+    """Held-out Korean and English bits per byte of ``model`` (``base_tokenizer``: the base's, for an extended one)."""
+    from redwhale.config.schema import EvalSection
+    from redwhale.evaluate.run import evaluate
+
+    section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
+    return evaluate(str(model), out, korean, english, section, False, base_tokenizer=base_tokenizer)
+
+
 def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: Path | None, threads: int) -> None:
     """A trained model (a run's model kept with ``--keep-model``, or a bench_cpt arm's) merged back toward ``start``
     (the model its training began from) at each weight with ``train.merge_with_base``'s own code, scored on the held-out
@@ -376,9 +373,7 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from redwhale.config.schema import EvalSection
     from redwhale.core.source import materialize, resolve
-    from redwhale.evaluate.run import evaluate
     from redwhale.train.merge import merge_with_start
 
     torch.set_num_threads(threads)
@@ -397,9 +392,7 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
         for path in model.iterdir():
             if path.is_file() and path.suffix != ".safetensors" and path.name != "config.json":
                 shutil.copy2(path, work / path.name)
-        section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
-        base_tokenizer = base_dir if base_rows else None
-        result = evaluate(str(work), work / "eval.json", korean, english, section, False, base_tokenizer=base_tokenizer)
+        result = score(work, work / "eval.json", korean, english, base_dir if base_rows else None)
         record = {"model": str(model), "start": str(start), "merge_with_base": weight,
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}  # fmt: skip
         with (out / "merge.jsonl").open("a") as handle:

@@ -479,8 +479,8 @@ class TrainSection(Section):
     # ================================================================  ===========  =================
     #
     # Merging keeps ~90% of the Korean gained and gives back most of the English lost, but on the extended model no
-    # merged schedule learned more Korean than the default schedule at equal English (within ~0.01, one seed's noise), so the
-    # default leaves it off; users who need English back set it (0.2-0.5).
+    # merged schedule learned more Korean than the default schedule at equal English (within ~0.01, one seed's
+    # noise), so the default leaves it off; users who need English back set it (0.2-0.5).
     merge_with_base: float = Field(
         0.0,
         ge=0,

@@ -45,6 +45,7 @@ from redwhale.core.errors import ModelSourceError, RedwhaleError
 from redwhale.core.source import LoadOptions, load_tokenizer, materialize, resolve
 from redwhale.export.gguf_vocab import add_tokenizer, pre_tokenizer_type, token_list
 from redwhale.export.llama_cpp import llama_cpp_check
+from redwhale.models.info import safetensors_tensors
 
 log = logging.getLogger(__name__)
 
@@ -235,11 +236,7 @@ def _tied(config: dict[str, Any], names: set[str]) -> bool:
 
 def tensor_plan(folder: Path, config: dict[str, Any], arch: gguf.MODEL_ARCH, permute: bool, target: Q) -> list[Planned]:
     """Every tensor of the output with its GGUF name, shape and type, read from the safetensors headers only."""
-    shapes: dict[str, tuple[tuple[int, ...], Path]] = {}
-    for file in _weight_files(folder):
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
-                shapes[key] = (tuple(handle.get_slice(key).get_shape()), file)
+    shapes = safetensors_tensors(folder)
     tied = _tied(config, set(shapes))
     names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
     n_head, n_kv = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import transformers
-from safetensors import safe_open
+
+from redwhale.models.info import safetensors_tensors
 
 EMBEDDING_NAMES = ("model.embed_tokens.weight", "transformer.wte.weight", "model.embed_in.weight")
 HEAD_NAMES = ("lm_head.weight", "embed_out.weight")
@@ -50,12 +51,7 @@ def _text_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tensor_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file in sorted(model_dir.glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
-                shapes[key] = tuple(handle.get_slice(key).get_shape())
-    return shapes
+    return {name: shape for name, (shape, _) in safetensors_tensors(model_dir).items()}
 
 
 def _code_problems(model_dir: Path, config: dict[str, Any]) -> list[str]:

@@ -8,9 +8,20 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
 from transformers import AutoConfig
 
 from redwhale.core.source import load_tokenizer, materialize, resolve
+
+
+def safetensors_tensors(folder: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], Path]]:
+    """Every tensor of a folder's ``*.safetensors`` files: name -> (shape, file), read from the headers only."""
+    tensors: dict[str, tuple[tuple[int, ...], Path]] = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
+                tensors[key] = (tuple(handle.get_slice(key).get_shape()), file)
+    return tensors
 
 
 def count_safetensors_params(folder: Path) -> int | None:

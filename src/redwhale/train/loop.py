@@ -453,12 +453,12 @@ class Trainer:
             "processes": self.accelerator.num_processes,
             "config": self.cfg.model_dump(mode="json"),
         }
-        if self.cfg.merge_with_base > 0:
-            summary["merge_with_base"] = self.cfg.merge_with_base
-            summary["merged"] = merge_with_start(
-                self.accelerator.unwrap_model(self.model), self.model_dir, self.cfg.merge_with_base, self.base_rows
-            )
-        if self.accelerator.is_main_process:
+        if self.accelerator.is_main_process:  # the process that saves merges (the others' copies are not used)
+            if self.cfg.merge_with_base > 0:
+                summary["merge_with_base"] = self.cfg.merge_with_base
+                summary["merged"] = merge_with_start(
+                    self.model, self.model_dir, self.cfg.merge_with_base, self.base_rows
+                )
             self._save_model(self.work / "model")
             atomic_write_json(self.work / "model" / "training_summary.json", summary)
         self.accelerator.wait_for_everyone()

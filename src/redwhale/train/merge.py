@@ -15,35 +15,29 @@ memory, whatever its size).
 
 from __future__ import annotations
 
-import json
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
 from redwhale.core.errors import ConfigError
+from redwhale.models.info import safetensors_tensors
 
 log = logging.getLogger(__name__)
 
 
 def safetensors_index(model_dir: Path) -> dict[str, Path]:
-    """Tensor name -> the safetensors file holding it, for a saved Hugging Face model folder."""
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        return {name: model_dir / file for name, file in json.loads(index.read_text())["weight_map"].items()}
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
+    """Tensor name -> the safetensors file holding it; no safetensors weights is a config error (nothing to merge
+    toward)."""
+    tensors = safetensors_tensors(model_dir)
+    if not tensors:
         raise ConfigError(
             f"train.merge_with_base: {model_dir} has no safetensors weights to merge toward (save the model with "
             "save_pretrained, or set merge_with_base: 0)"
         )
-    names: dict[str, Path] = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
-                names[name] = file
-    return names
+    return {name: file for name, (_, file) in tensors.items()}
 
 
 @torch.no_grad()
@@ -60,7 +54,7 @@ def merge_with_start(model: torch.nn.Module, start_dir: Path, weight: float, bas
     embedding_name = next(n for n, p in model.named_parameters() if p is embeddings)
     handles: dict[Path, object] = {}
     counts = {"tensors": 0, "parameters": 0, "kept_new_rows": 0}
-    try:
+    with ExitStack() as opened:
         for name, param in model.named_parameters():
             source = name if name in index else None
             if source is None and param is head_weight and embedding_name in index:
@@ -72,11 +66,10 @@ def merge_with_start(model: torch.nn.Module, start_dir: Path, weight: float, bas
                 )
             file = index[source]
             if file not in handles:
-                handles[file] = safe_open(str(file), framework="pt")
+                handles[file] = opened.enter_context(safe_open(str(file), framework="pt"))
             start = handles[file].get_tensor(source).to(device=param.device, dtype=torch.float32)
             rows = param.shape[0]
-            is_rows = param is embeddings or param is head_weight
-            if is_rows and rows > base_rows:
+            if (param is embeddings or param is head_weight) and rows > base_rows:
                 if start.shape[0] != rows:
                     raise ConfigError(f"train.merge_with_base: {name} has {rows} rows, {start_dir} {start.shape[0]}")
                 start, counts["kept_new_rows"] = start[:base_rows], counts["kept_new_rows"] + rows - base_rows
@@ -91,8 +84,6 @@ def merge_with_start(model: torch.nn.Module, start_dir: Path, weight: float, bas
             target.copy_(merged.to(target.dtype))
             counts["tensors"] += 1
             counts["parameters"] += target.numel()
-    finally:
-        handles.clear()
     log.info(
         "merged %d tensors (%s parameters) %.0f%% of the way back to %s; %d new rows kept as trained",
         counts["tensors"],
