@@ -23,6 +23,9 @@ makes a step of over two minutes on 2 CPU cores.
 
     python bench/bench_cpt.py [--budgets 480 960] [--out DIR]      # JSON to bench/measured/cpt.json
     python bench/bench_cpt.py --budgets 480 --arms b [--out DIR]   # rerun one arm, the other rows kept
+    python bench/bench_cpt.py --resume [--out DIR]                 # only the arms a stopped run has no row for
+
+Each arm's row is saved as the arm ends (an arm that fails later loses none).
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ def step_rates(
         rates.append(statistics.median(SEQ * MICRO / r["seconds"] for r in steps))
     fixed = max(elapsed - sum(r["seconds"] for r in rows), 0.0)
     atomic_write_json(cached, {"tokens_per_s": rates, "fixed_seconds": fixed})
+    shutil.rmtree(probe_dir)  # its model and checkpoints (~1.4 GB an arm): only the rates are kept
     return rates, fixed
 
 
@@ -190,10 +194,13 @@ def run_budget(
     out: Path,
     arms: set[str] | None = None,
     earlier: dict[str, dict] | None = None,
+    on_row=None,
 ) -> dict[str, dict]:
     """The three arms at ``budget`` seconds each: (c) first (its training tokens plan (a)'s vocabulary). With
     ``arms``, only those, from scratch (their work folders are removed first); (a) without (c) plans its vocabulary
-    for the training tokens of (c) in ``earlier`` (the rows of the earlier run)."""
+    for the training tokens of (c) in ``earlier`` (the rows of the earlier run). ``on_row(arm, row)`` is called as
+    each arm ends (the caller saves it: a crash in a later arm loses no finished one)."""
+    on_row = on_row or (lambda arm, row: None)
     korean, english = heldout
     stages = default_stages()
     work = out / (f"budget-{budget:.0f}" if SEED == 0 else f"seed-{SEED}/budget-{budget:.0f}")
@@ -207,6 +214,7 @@ def run_budget(
         plan_c = planned_stages(budget - adapt_c - fixed_c, stages, rates_c)
         rows["c"] = _arm(model_c, section(plan_c), prepared, work / "c", adapt_c, tok_c, korean, english)
         rows["c"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_c]
+        on_row("c", rows["c"])
         tokens_c = rows["c"]["training_tokens"]
     elif "a" in arms:
         if not earlier or "c" not in earlier:
@@ -219,8 +227,10 @@ def run_budget(
         rows["a"] = _arm(model_a, section(plan_a), prepared, work / "a", adapt_a, tok_a, korean, english)
         rows["a"]["planned_tokens"] = tokens_c
         rows["a"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_a]
+        on_row("a", rows["a"])
     if "b" in arms:
         rows["b"] = _arm_b(budget, prepared, base_dir, work, korean, english)
+        on_row("b", rows["b"])
     return rows
 
 
@@ -237,6 +247,7 @@ def _arm_b(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, 
 def _arm(model, train_section, prepared, work, adapt_s, adapted, korean, english) -> dict:
     summary, train_s = train(model, train_section, prepared, work)
     result = score(work / "train" / "model", korean, english, work / "eval.json")
+    shutil.rmtree(work / "train" / "checkpoints", ignore_errors=True)  # the arm is done: ~0.7 GB it no longer needs
     row = {"adapt_seconds": round(adapt_s, 1), "train_seconds": round(train_s, 1),
            "wall_seconds": round(adapt_s + train_s, 1), "training_tokens": summary["tokens"],
            "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
@@ -288,6 +299,9 @@ def main() -> None:
         "--arms", nargs="+", choices=sorted(ARMS), help="rerun only these arms, from scratch; the others' rows are kept "
         "from the JSON (an arm whose probe planned it well off its budget)",
     )  # fmt: skip
+    parser.add_argument(
+        "--resume", action="store_true", help="run only the arms missing from the JSON (a run that stopped part way)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="another seed (its JSON is cpt-seed<N>.json): the noise")
     args = parser.parse_args()
     global SEED
@@ -305,16 +319,24 @@ def main() -> None:
     name = "cpt.json" if SEED == 0 else f"cpt-seed{SEED}.json"
     target = args.out / name if args.smoke else HERE / "measured" / name
     arms = set(args.arms) if args.arms else None
-    if arms and not target.is_file():
-        raise SystemExit(f"--arms reruns arms of an earlier run: no {target}")
-    results = json.loads(target.read_text())["budgets"] if arms else {}
-    for budget in args.budgets:
-        rows = run_budget(budget, prepared, heldout, base_dir, args.out, arms, results.get(f"{budget:.0f}"))
-        for arm in arms or ():
-            rows[arm]["rerun"] = True
-        results[f"{budget:.0f}"] = {**results.get(f"{budget:.0f}", {}), **rows}
+    if (arms or args.resume) and not target.is_file():
+        raise SystemExit(f"--arms and --resume continue an earlier run: no {target}")
+    results = json.loads(target.read_text())["budgets"] if arms or args.resume else {}
+
+    def save(budget_key: str, arm: str, row: dict) -> None:
+        if arms:
+            row["rerun"] = True
+        results.setdefault(budget_key, {})[arm] = row
         record = {"base": base, "budgets": results, "cpu_threads": torch.get_num_threads(), "seed": SEED}
         atomic_write_json(target, record)
+
+    for budget in args.budgets:
+        key = f"{budget:.0f}"
+        todo = arms if arms else set(ARMS) - set(results.get(key, {})) if args.resume else None
+        if todo == set():
+            continue
+        run_budget(budget, prepared, heldout, base_dir, args.out, todo, results.get(key),
+                   lambda arm, row, key=key: save(key, arm, row))  # fmt: skip
     print_table(base, results)
 
 
