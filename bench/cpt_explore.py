@@ -11,6 +11,7 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py run --out DIR --grid NAME    # a grid of experiments (see GRIDS)
     python bench/cpt_explore.py table --out DIR              # print every result
     python bench/cpt_explore.py merge --out DIR --model M --start S --weights 0.3 0.5   # train.merge_with_base
+    python bench/cpt_explore.py pipeline --out DIR --size 8000 --bench-out B   # the pipeline's model at a size
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def schedule(kind: str, lr: float, emb_lr: float, new_lr: float | None, lora_lr:
             even,
             lora,
         ],
-    }[kind.removesuffix("_untied").removesuffix("_normed")]
+    }[kind.removesuffix("_untied").removesuffix("_normed").removesuffix("_pipeline")]
 
 
 def untied(model_dir: Path) -> Path:
@@ -225,6 +226,13 @@ GRIDS = {
     # untied, the new input rows scaled to the base rows' mean norm: all layers (r11b), the default's schedule (r12a)
     "r13a": [(20000, "all_layers_normed", [1.0], 3e-4, None, None, None)],
     "r13b": [(20000, "paper_newin_normed", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
+    # r15: the default schedule on the model the pipeline builds (calibrated, input rows at the base's norm) at a
+    # smaller size, 8,000 (RIC 0.247 against 0.218 at 20,000, with 40% of the new rows), at 40,960 and 94,208 tokens
+    "r15": [(8000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
+    # r15's control: the same on the pipeline's 20,000 model (bench_cpt's (a) extend/model, linked as ext-20000-pipeline)
+    "r15c": [(20000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
+    # and above the knee: 40,000 (RIC 0.202)
+    "r15d": [(40000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
     # r14: r13a at 40,960 and 81,920 tokens with --keep-model, each then merged back with ``merge`` (merge_with_base)
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [
@@ -286,6 +294,8 @@ def run(
             model = str(untied(out / f"ext-{size}-calibrated"))
         if kind.endswith("_normed"):
             model = str(normed(untied(out / f"ext-{size}-calibrated")))
+        if kind.endswith("_pipeline"):  # built by ``pipeline``: the recipe's tokenizer and extend phases at that size
+            model = str(out / f"ext-{size}-pipeline")
         stages = schedule(kind, lr, emb_lr or 1e-3, new_lr, lora_lr or 2e-4)
         work = out / "runs" / k.replace("|", "_").replace(",", "-")
         if work.exists():
@@ -402,6 +412,22 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
             path.unlink()
 
 
+def pipeline(out: Path, size: int, bench_out: Path) -> None:
+    """The extended model the recipe's own tokenizer and extend phases build at ``size`` (bench_cpt.py's ``adapt``, on
+    its prepared corpus), linked as ``out/ext-{size}-pipeline`` for the ``*_pipeline`` schedules."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_cpt import adapt, prepared_corpus
+    from redwhale.config.schema import TokenizerSection
+
+    target = out / f"ext-{size}-pipeline"
+    if target.exists():
+        return
+    model, adapted, seconds = adapt(f"size-{size}", TokenizerSection(size=size), 10**6, prepared_corpus(bench_out),
+                                    out / "pipeline" / str(size))  # fmt: skip
+    target.symlink_to(Path(model).resolve())
+    print(f"size {size}: {adapted.added_tokens:,} tokens added, {seconds:.0f} s -> {target}", flush=True)
+
+
 def table(out: Path) -> None:
     for line in (out / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
@@ -414,7 +440,7 @@ def table(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge"])
+    parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
@@ -422,6 +448,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="merge: the trained model folder")
     parser.add_argument("--start", type=Path, help="merge: the model its training started from")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.5], help="merge: merge_with_base values")
+    parser.add_argument("--size", type=int, default=8000, help="pipeline: the tokenizer size (tokens)")
     parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")
     parser.add_argument("--bench-out", type=Path, default=None, help="bench_cpt.py's --out: its corpus, disjoint text")
     args = parser.parse_args()
@@ -431,6 +458,8 @@ def main() -> None:
     setup_logging()
     if args.what == "merge":
         return merge(args.out, args.model, args.start, args.weights, args.bench_out, args.threads)
+    if args.what == "pipeline":
+        return pipeline(args.out, args.size, args.bench_out)
     {"prepare": lambda: prepare(args.out), "probe": lambda: probe(args.out), "table": lambda: table(args.out)}.get(
         args.what, lambda: run(args.out, args.grid, args.tokens, args.bench_out, args.threads, args.keep_model)
     )()

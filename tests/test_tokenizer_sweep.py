@@ -181,23 +181,25 @@ def test_cli_train_merge_sweep(tmp_path, capsys, korean_jsonl, bpe_tokenizer_dir
     assert "--sizes" in capsys.readouterr().err
 
 
-def test_auto_size_shrinks_the_vocabulary_only_when_the_budget_cannot_train_the_knee():
+def test_auto_size_takes_the_largest_size_the_budget_trains_past_the_knee():
     from redwhale.tokenizer.adapt import choose_size
 
     # median frequency per training token of each size's new tokens: larger sizes have rarer tokens
     result = {
-        "chosen_size": 8000,
+        "chosen_size": 2000,  # the knee
         "rows": [{"size": s, "new_token_frequency": {"q50": 1 / s}} for s in (500, 2000, 8000)],
     }
     rule = TokenizerSection(sizes=[500, 2000, 8000], min_occurrences=4)
-    assert choose_size(result, rule, 8000 * 4)["size"] == 8000  # the knee's tokens reach 4 occurrences
+    large = choose_size(result, rule, 8000 * 4)  # the largest size's tokens reach 4 occurrences: past the knee
+    assert large["size"] == 8000 and "the knee: 2,000" in large["why"]
     small = choose_size(result, rule, 2000 * 4)
-    assert small["size"] == 2000 and "too small for the knee" in small["why"]
+    assert small["size"] == 2000 and "larger ones are too many" in small["why"]
     assert small["expected_occurrences"] == {"500": 16.0, "2000": 4.0, "8000": 1.0}
+    assert choose_size(result, rule, 1000 * 4)["size"] == 500
     assert choose_size(result, rule, 10)["size"] == 500  # nothing reaches the threshold: the smallest
     fixed = TokenizerSection(sizes=[500, 2000, 8000], size=2000)
     assert choose_size(result, fixed, 10**9)["size"] == 2000  # a size the user sets is kept
-    assert choose_size(result, rule.model_copy(update={"size": "knee"}), 10)["size"] == 8000
+    assert choose_size(result, rule.model_copy(update={"size": "knee"}), 10**9)["size"] == 2000  # the paper's rule
 
 
 def test_auto_measures_sizes_below_the_sweep_only_when_no_swept_size_qualifies():

@@ -5,13 +5,17 @@ How the size is chosen (``tokenizer.size``):
 * a number: that size;
 * ``knee``: the Kneedle knee of the (REC, RIC) curve over ``tokenizer.sizes`` (the paper's rule: where more
   vocabulary stops paying for itself in sequence length);
-* ``auto`` (the default): the knee, unless the training budget is too small to train that many new rows. A new
-  token's embedding and head rows only learn from the positions where it occurs, so each size is scored by how often
-  its new tokens would occur in the planned training tokens: its held-out frequency per token (the sweep measures it)
-  times the budget. ``auto`` takes the largest measured size, up to the knee, whose new tokens reach
-  ``min_occurrences`` at the ``occurrence_quantile`` (by default, half of the new tokens occur at least that often).
+* ``auto`` (the default): the largest swept size the training budget can train. A new token's embedding and head
+  rows only learn from the positions where it occurs, so each size is scored by how often its new tokens would occur
+  in the planned training tokens: its held-out frequency per token (the sweep measures it) times the budget. ``auto``
+  takes the largest measured size whose new tokens reach ``min_occurrences`` at the ``occurrence_quantile`` (by
+  default, half of the new tokens occur at least that often), *past the knee* where the budget allows: with
+  calibrated rows a larger vocabulary learned more Korean per unit of compute at every budget measured
+  (``bench/cpt_explore.py`` r15, SmolLM2, 40,960 training tokens: 8,000 / 20,000 (the knee) / 40,000 new tokens
+  reached 2.245 / 2.117 / 2.050 Korean bits per byte, each step 4-10% slower; see ``TokenizerSection.size``).
   When no swept size qualifies, sizes below the smallest swept one are measured too (halving down to 500) so that
-  a small budget still gets a size. The rule, the budget and every size's expected occurrences are written to ``choice.json`` and the report.
+  a small budget still gets a size. The rule, the budget and every size's expected occurrences are written to
+  ``choice.json`` and the report.
 """
 
 from __future__ import annotations
@@ -51,17 +55,17 @@ def _expected(rows: list[dict[str, Any]], section: TokenizerSection, training_to
     return {r["size"]: r["new_token_frequency"].get(key, 0.0) * training_tokens for r in rows}
 
 
-def _eligible(expected: dict[int, float], knee: int, section: TokenizerSection) -> list[int]:
-    return [s for s, v in expected.items() if s <= knee and v >= section.min_occurrences]
+def _eligible(expected: dict[int, float], section: TokenizerSection) -> list[int]:
+    return [s for s, v in expected.items() if v >= section.min_occurrences]
 
 
 def smaller_sizes_if_needed(section: TokenizerSection, training_tokens: int):
     """For :func:`sweep`'s ``more_sizes``: the :func:`ladder` below the swept sizes, only when ``auto`` would find
-    no swept size up to the knee whose new tokens occur often enough (measuring them costs a pass over the held-out
-    text per size, for nothing when the knee or another swept size is chosen)."""
+    no swept size whose new tokens occur often enough (measuring them costs a pass over the held-out text per size,
+    for nothing when a swept size is chosen)."""
 
     def more(rows: list[dict[str, Any]], knee: int) -> list[int]:
-        return [] if _eligible(_expected(rows, section, training_tokens), knee, section) else ladder(section.sizes)
+        return [] if _eligible(_expected(rows, section, training_tokens), section) else ladder(section.sizes)
 
     return more
 
@@ -83,19 +87,21 @@ def choose_size(result: dict[str, Any], section: TokenizerSection, training_toke
         return {**choice, "size": section.size, "why": "tokenizer.size is set"}
     if section.size == "knee":
         return {**choice, "size": knee, "why": "the RIC/REC knee"}
-    eligible = _eligible(expected, knee, section)
-    if eligible and max(eligible) == knee:
-        return {**choice, "size": knee, "why": "the knee: its new tokens occur often enough in the budget"}
-    if eligible:
-        size = max(eligible)
-        why = (
-            f"the budget ({training_tokens:,} tokens) is too small for the knee ({knee:,}): {size:,} is the largest "
-            f"size whose new tokens occur >= {section.min_occurrences:g} times at the "
-            f"{section.occurrence_quantile:.0%} quantile"
-        )
-        return {**choice, "size": size, "why": why}
-    size = min(expected)
-    return {**choice, "size": size, "why": f"no size reaches {section.min_occurrences:g} occurrences: the smallest"}
+    eligible = _eligible(expected, section)
+    if not eligible:
+        size = min(expected)
+        return {**choice, "size": size, "why": f"no size reaches {section.min_occurrences:g} occurrences: the smallest"}
+    size = max(eligible)
+    largest = max(section.sizes)
+    why = (
+        f"the largest size whose new tokens occur >= {section.min_occurrences:g} times at the "
+        f"{section.occurrence_quantile:.0%} quantile in the budget ({training_tokens:,} tokens)"
+    )
+    if size < largest:
+        why += f"; larger ones are too many for it (the knee: {knee:,})"
+    elif size != knee:
+        why += f" (the knee: {knee:,})"
+    return {**choice, "size": size, "why": why}
 
 
 def adapt_tokenizer(

@@ -208,7 +208,8 @@ def sweep(
     among ``section.sizes``; write ``sweep.json``, ``sweep.md``, ``sweep.png`` and the standalone tokenizer
     (``new-tokenizer/``) into ``out``. Without ``heldout_texts``, ``heldout_fraction`` of ``texts`` is held out.
     ``more_sizes(rows, knee)``, given the measured rows (as in ``sweep.json``) and the knee, names sizes below the
-    largest to measure as well (``tokenizer.size: auto`` asks for smaller sizes only when the knee's are too many)."""
+    largest to measure as well (``tokenizer.size: auto`` asks for smaller sizes only when every swept size has too
+    many new tokens for the budget)."""
     sizes = sorted(set(section.sizes))
     script = get_script(script_name)
     base_hf, base = load_base(base_spec, load)
