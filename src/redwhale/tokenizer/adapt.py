@@ -12,7 +12,7 @@ How the size is chosen (``tokenizer.size``):
   default, half of the new tokens occur at least that often), *past the knee* where the budget allows: with
   calibrated rows a larger vocabulary learned more Korean per unit of compute at every budget measured
   (``bench/cpt_explore.py`` r15, SmolLM2, 40,960 training tokens: 8,000 / 20,000 (the knee) / 40,000 new tokens
-  reached 2.245 / 2.117 / 2.050 Korean bits per byte, each step 4-10% slower; see ``TokenizerSection.size``).
+  reached 2.245 / 2.117 / 2.050 Korean bits per byte, each size 4-11% slower per step; see ``TokenizerSection.size``).
   When no swept size qualifies, sizes below the smallest swept one are measured too (halving down to 500) so that
   a small budget still gets a size. The rule, the budget and every size's expected occurrences are written to
   ``choice.json`` and the report.
