@@ -12,6 +12,8 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py table --out DIR              # print every result
     python bench/cpt_explore.py merge --out DIR --model M --start S --weights 0.3 0.5   # train.merge_with_base
     python bench/cpt_explore.py pipeline --out DIR --size 8000 --bench-out B   # the pipeline's model at a size
+
+r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 """
 
 from __future__ import annotations
