@@ -229,7 +229,8 @@ GRIDS = {
     "r13a": [(20000, "all_layers_normed", [1.0], 3e-4, None, None, None)],
     "r13b": [(20000, "paper_newin_normed", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
     # r15: the default schedule on the model the pipeline builds (calibrated, input rows at the base's norm) at a
-    # smaller size, 8,000 (RIC 0.247 against 0.218 at 20,000, with 40% of the new rows), at 40,960 and 94,208 tokens
+    # smaller size, 8,000 (RIC 0.247 against 0.218 at 20,000, with 40% of the new rows), at 40,960 tokens (a run at
+    # 94,208 was stopped unfinished once 40,960 showed 8,000 far behind)
     "r15": [(8000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
     # r15's control: the same on the pipeline's 20,000 model (bench_cpt's (a) extend/model, linked as ext-20000-pipeline)
     "r15c": [(20000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
