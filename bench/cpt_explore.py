@@ -236,6 +236,8 @@ GRIDS = {
     "r15c": [(20000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
     # and above the knee: 40,000 (RIC 0.202)
     "r15d": [(40000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
+    # r16: past the default sweep's 40k, at the 960 s budget's tokens (81,920; run r15d with --tokens 81920 beside it)
+    "r16": [(80000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
     # r14: r13a at 40,960 and 81,920 tokens with --keep-model, each then merged back with ``merge`` (merge_with_base)
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [

@@ -239,3 +239,29 @@ def test_every_registered_method_has_rows_of_the_right_shape():
     for name, method in METHODS.items():
         new_in, new_out = method.rows(embed, head, [[1, 2], [3]], 0.02, torch.Generator().manual_seed(0))
         assert new_in.shape == (2, 4) and new_out.shape == (2, 4), name
+
+
+def test_offset_fit_reaches_the_maximum_likelihood():
+    from redwhale.models.init import fit_offsets, offset_features
+
+    generator = torch.Generator().manual_seed(0)
+    base, new, dim, positions = 300, 700, 16, 400
+    hidden = torch.randn(positions, dim, generator=generator) + 1.0
+    head = torch.randn(base + new, dim, generator=generator) * 0.3
+    head[base:] -= 2.0 * hidden.mean(0) / hidden.mean(0).norm() ** 2  # new tokens start far too unlikely
+    counts = torch.randint(0, 500, (new,), generator=generator)
+    pieces = [[0] * int(k) for k in torch.randint(1, 6, (new,), generator=generator)]
+    features = offset_features(counts, pieces)
+    targets = torch.randint(0, base + new, (positions,), generator=generator)
+    theta, before, after = fit_offsets(hidden, targets, head, base, features)
+
+    def nll(theta):  # the likelihood written plainly, for autograd
+        logits = hidden @ head.T
+        logits = torch.cat([logits[:, :base], logits[:, base:] + features @ theta], 1)
+        return torch.nn.functional.cross_entropy(logits, targets)
+
+    point = theta.clone().requires_grad_(True)
+    loss = nll(point)
+    loss.backward()
+    assert after < before and abs(float(loss) - after) < 1e-4 and abs(before - float(nll(torch.zeros(3)))) < 1e-4
+    assert point.grad.norm() < 1e-3  # a stationary point of a convex function: the maximum likelihood

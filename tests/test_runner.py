@@ -53,6 +53,7 @@ OTHER_BRANCHES = {
     ("CorpusInput", "split"): "corpus.readers.make_reader, for Hugging Face datasets",
     ("TokenizerSection", "min_occurrences"): "tokenizer.adapt.choose_size, with size auto",
     ("TokenizerSection", "occurrence_quantile"): "tokenizer.adapt.choose_size, with size auto",
+    ("TokenizerSection", "auto_sizes"): "tokenizer.adapt.adapt_tokenizer, with size auto",
     ("StageSection", "tokens"): "TrainSection.stage_tokens, with per-stage tokens instead of shares",
 }
 

@@ -53,6 +53,7 @@ def test_sweep_writes_its_table_and_plot(tmp_path, korean_jsonl, bpe_tokenizer_d
     assert all(a["ric"] >= b["ric"] for a, b in pairwise(rows))
     assert rows[-1]["ric"] < 0.5 and rows[-1]["chars_per_token"] > rows[0]["chars_per_token"]
     assert result["chosen_size"] in (400, 600, 800, 1000)
+    assert all(r["new_token_frequency"]["mean"] > r["new_token_frequency"]["q10"] for r in rows)
     for name in ("sweep.json", "sweep.md", "sweep.png"):
         assert (tmp_path / "s" / name).stat().st_size > 100
     assert (tmp_path / "s" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
@@ -184,14 +185,14 @@ def test_cli_train_merge_sweep(tmp_path, capsys, korean_jsonl, bpe_tokenizer_dir
 def test_auto_size_takes_the_largest_size_the_budget_trains_past_the_knee():
     from redwhale.tokenizer.adapt import choose_size
 
-    # median frequency per training token of each size's new tokens: larger sizes have rarer tokens
+    # mean frequency per training token of each size's new tokens: larger sizes have rarer tokens
     result = {
         "chosen_size": 2000,  # the knee
-        "rows": [{"size": s, "new_token_frequency": {"q50": 1 / s}} for s in (500, 2000, 8000)],
+        "rows": [{"size": s, "new_token_frequency": {"mean": 1 / s}} for s in (500, 2000, 8000)],
     }
-    rule = TokenizerSection(sizes=[500, 2000, 8000], min_occurrences=4)
+    rule = TokenizerSection(sizes=[500, 2000, 8000], auto_sizes=[], min_occurrences=4)
     large = choose_size(result, rule, 8000 * 4)  # the largest size's tokens reach 4 occurrences: past the knee
-    assert large["size"] == 8000 and "the knee: 2,000" in large["why"]
+    assert large["size"] == 8000 and "the knee: 2,000" in large["why"] and "on average" in large["why"]
     small = choose_size(result, rule, 2000 * 4)
     assert small["size"] == 2000 and "larger ones are too many" in small["why"]
     assert small["expected_occurrences"] == {"500": 16.0, "2000": 4.0, "8000": 1.0}
@@ -202,11 +203,29 @@ def test_auto_size_takes_the_largest_size_the_budget_trains_past_the_knee():
     assert choose_size(result, rule.model_copy(update={"size": "knee"}), 10**9)["size"] == 2000  # the paper's rule
 
 
+def test_auto_may_take_its_larger_sizes_and_a_quantile_reads_unseen_tokens_as_zero():
+    from redwhale.tokenizer.adapt import choose_size
+
+    # 16000 is one of auto's sizes past the sweep; most of its new tokens never occur in the held-out text
+    rows = [
+        {"size": 2000, "new_token_frequency": {"mean": 1 / 2000, "q50": 1 / 4000}},
+        {"size": 8000, "new_token_frequency": {"mean": 1 / 8000, "q50": 1 / 16000}},
+        {"size": 16000, "new_token_frequency": {"mean": 1 / 16000, "q50": 0.0}},
+    ]
+    result = {"chosen_size": 2000, "rows": rows}
+    rule = TokenizerSection(sizes=[2000, 8000], auto_sizes=[16000], min_occurrences=1)
+    assert choose_size(result, rule, 16000)["size"] == 16000
+    assert choose_size(result, rule, 15999)["size"] == 8000  # 16000's tokens fall under 1 occurrence on average
+    by_median = rule.model_copy(update={"occurrence_quantile": 0.5})
+    chosen = choose_size(result, by_median, 10**9)
+    assert chosen["size"] == 8000 and "at the 50% quantile" in chosen["why"]
+
+
 def test_auto_measures_sizes_below_the_sweep_only_when_no_swept_size_qualifies():
     from redwhale.tokenizer.adapt import smaller_sizes_if_needed
 
-    rows = [{"size": s, "new_token_frequency": {"q50": 1 / s}} for s in (2000, 8000)]
-    rule = TokenizerSection(sizes=[2000, 8000], min_occurrences=4)
+    rows = [{"size": s, "new_token_frequency": {"mean": 1 / s}} for s in (2000, 8000)]
+    rule = TokenizerSection(sizes=[2000, 8000], auto_sizes=[], min_occurrences=4)
     assert smaller_sizes_if_needed(rule, 8000 * 4)(rows, 8000) == []  # the knee qualifies
     assert smaller_sizes_if_needed(rule, 2000 * 4)(rows, 8000) == []  # a smaller swept size does
     assert smaller_sizes_if_needed(rule, 10)(rows, 8000) == [1000, 500]  # none does: halve down to 500
@@ -224,7 +243,8 @@ def test_sweep_measures_the_sizes_more_sizes_asks_for(tmp_path, korean_jsonl, bp
 
     section = TokenizerSection(sizes=[800, 1000], min_frequency=1)
     result = sweep(str(bpe_tokenizer_dir), texts[100:], section, "hangul", tmp_path / "s", 0, texts[:100],
-                   more_sizes=more)  # fmt: skip
+                   extra_sizes=[10**6], more_sizes=more)  # fmt: skip
+    # 10**6 (as auto's larger sizes on a small corpus): more than the text trains, left out rather than repeating it
     assert asked == [([800, 1000], result["chosen_size"])]
     assert [r["size"] for r in result["rows"]] == [400, 800, 1000]
     assert result["swept_sizes"] == [800, 1000] and result["chosen_size"] in (800, 1000)

@@ -181,10 +181,17 @@ def fit_offsets(
     head: torch.Tensor,
     base_size: int,
     features: torch.Tensor,
-    max_iter: int = 60,
+    max_iter: int = 50,
+    chunk: int = 256,
 ) -> tuple[torch.Tensor, float, float]:
     """Fit ``theta`` (one weight per feature column) so that adding ``features @ theta`` to the new tokens' logits
-    maximises the likelihood of ``targets`` given ``hidden``; returns theta and the mean NLL before and after."""
+    maximises the likelihood of ``targets`` given ``hidden``; returns theta and the mean NLL before and after.
+
+    The NLL is convex in ``theta`` (a log-sum-exp of affine functions minus a linear term) and ``theta`` has three
+    entries, so this is Newton's method with a backtracking line search, gradient and Hessian in closed form, written
+    by hand: a few passes over the (positions x new tokens) logits. L-BFGS through autograd reached the same theta
+    (to 1e-4) in 20 s at 40,000 new tokens and 52 s at 80,000 on 2 cores (SmolLM2, 2,048 positions); this takes 7.8
+    and 17 s, time a budgeted run trains instead."""
     with torch.no_grad():
         logits = hidden.float() @ head.float().T
         base_lse = torch.logsumexp(logits[:, :base_size], dim=1)
@@ -192,26 +199,57 @@ def fit_offsets(
         target_logit = logits.gather(1, targets[:, None]).squeeze(1)
         del logits
     is_new = targets >= base_size
-    new_index = (targets - base_size).clamp(min=0)
+    features = features.float()
+    target_features = torch.where(is_new[:, None], features[(targets - base_size).clamp(min=0)], 0.0)
+    mean_target = target_features.double().mean(0)
+    n = len(targets)
 
-    def nll(theta: torch.Tensor) -> torch.Tensor:
-        offsets = features @ theta
-        log_z = torch.logaddexp(base_lse, torch.logsumexp(new_logits + offsets, dim=1))
-        picked = torch.where(is_new, target_logit + offsets[new_index], target_logit)
-        return (log_z - picked).mean()
+    def nll(theta: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """The mean NLL at ``theta``, its gradient and Hessian (p: each new token's probability; d log Z / d theta =
+        p F, the Hessian its covariance)."""
+        offsets = features @ theta.float()
+        total = 0.0
+        grad = torch.zeros(features.shape[1], dtype=torch.float64)
+        hess = torch.zeros(features.shape[1], features.shape[1], dtype=torch.float64)
+        for lo in range(0, n, chunk):
+            scores = new_logits[lo : lo + chunk] + offsets
+            log_z = torch.logaddexp(base_lse[lo : lo + chunk], torch.logsumexp(scores, dim=1))
+            total += float(log_z.double().sum())
+            p = torch.exp(scores - log_z[:, None])
+            pf = (p @ features).double()
+            grad += pf.sum(0)
+            hess += (features.T * p.sum(0)).double() @ features.double() - pf.T @ pf
+        picked = float((target_logit.double() + target_features.double() @ theta).sum())
+        value = (total - picked) / n
+        return value, grad / n - mean_target, hess / n
 
-    theta = torch.zeros(features.shape[1], requires_grad=True)
-    before = float(nll(theta.detach()))
-    optimizer = torch.optim.LBFGS([theta], max_iter=max_iter, line_search_fn="strong_wolfe")
+    with torch.no_grad():
+        return _newton(nll, features.shape[1], max_iter)
 
-    def closure():
-        optimizer.zero_grad()
-        loss = nll(theta)
-        loss.backward()
-        return loss
 
-    optimizer.step(closure)
-    return theta.detach(), before, float(nll(theta.detach()))
+def _newton(objective, dim: int, max_iter: int) -> tuple[torch.Tensor, float, float]:
+    """Minimise a convex ``objective(theta) -> (value, gradient, Hessian)`` from 0 by Newton's method with Armijo
+    backtracking; returns theta and the values at 0 and at theta."""
+    theta = torch.zeros(dim, dtype=torch.float64)
+    value, grad, hess = objective(theta)
+    before = value
+    for _ in range(max_iter):
+        ridge = 1e-9 * float(hess.diagonal().abs().max()) + 1e-12
+        step = -torch.linalg.solve(hess + ridge * torch.eye(len(theta), dtype=torch.float64), grad)
+        decrement = -float(grad @ step)  # the Newton decrement squared: twice the predicted decrease
+        if decrement < 1e-10:
+            break
+        size = 1.0
+        while size > 1e-6:  # backtracking (Armijo); an accepted point's derivatives serve the next step
+            trial = objective(theta + size * step)
+            if trial[0] <= value - 0.25 * size * decrement:
+                break
+            size /= 2
+        else:
+            break  # no decrease along the Newton direction: at the optimum to float precision
+        theta = theta + size * step
+        value, grad, hess = trial
+    return theta.float(), before, value
 
 
 def offset_features(counts: torch.Tensor, pieces: list[list[int]]) -> torch.Tensor:

@@ -33,6 +33,7 @@ from redwhale.recipe.artifacts import (
 )
 from redwhale.recipe.plan import artifact_of
 from redwhale.recipe.rundir import RunDir
+from redwhale.tokenizer.adapt import describe_rule
 from redwhale.train.metrics import read_metrics
 
 matplotlib.use("Agg")
@@ -155,8 +156,7 @@ def _tokenizer(page: Page, tokenizer: AdaptedTokenizer | None) -> None:
     page.section(
         "Tokenizer",
         f"Merged at {choice['size']:,}: +{choice['added_tokens']:,} tokens ({choice['why']}; knee {choice['knee']:,}, "
-        f"rule: new tokens should occur >= {choice['min_occurrences']:g} times at the "
-        f"{choice['occurrence_quantile']:.0%} quantile in the {choice['training_tokens']:,} planned training tokens; "
+        f"rule: {describe_rule(choice)} in the {choice['training_tokens']:,} planned training tokens; "
         "the rule comes from bench/cpt_explore.py: with calibrated init 40k new tokens learned more Korean than the "
         "20k knee, and the knee more than 8k, at 40,960 training tokens, where the median 40k token occurs 0.3 "
         "times). "

@@ -43,15 +43,26 @@ def ladder(sizes: list[int]) -> list[int]:
     return out
 
 
-def _quantile_key(q: float) -> str:
-    """The sweep's frequency quantile for "a share ``1 - q`` of new tokens reach it" (QUANTILES has every key)."""
+def _frequency_key(statistic: float | str) -> str:
+    """The sweep's frequency key for ``occurrence_quantile``: ``mean``, or the quantile "a share ``q`` of new tokens
+    reach it", i.e. the ``1 - q`` quantile (QUANTILES has every key)."""
+    if statistic == "mean":
+        return "mean"
+    q = 1 - float(statistic)
     assert any(abs(q - x) < 1e-9 for x in QUANTILES), q
     return f"q{round(q * 100):02d}"
 
 
+def describe_rule(choice: dict[str, Any], verb: str = "should occur") -> str:
+    """``new tokens should occur >= K times on average`` (or ``at the 50% quantile``), from a ``choice.json``."""
+    statistic = choice["occurrence_quantile"]
+    where = "on average" if statistic == "mean" else f"at the {float(statistic):.0%} quantile"
+    return f"new tokens {verb} >= {choice['min_occurrences']:g} times {where}"
+
+
 def _expected(rows: list[dict[str, Any]], section: TokenizerSection, training_tokens: int) -> dict[int, float]:
     """Each size's expected occurrences, in ``training_tokens``, of its new tokens at the configured quantile."""
-    key = _quantile_key(1 - section.occurrence_quantile)
+    key = _frequency_key(section.occurrence_quantile)
     return {r["size"]: r["new_token_frequency"].get(key, 0.0) * training_tokens for r in rows}
 
 
@@ -92,11 +103,8 @@ def choose_size(result: dict[str, Any], section: TokenizerSection, training_toke
         size = min(expected)
         return {**choice, "size": size, "why": f"no size reaches {section.min_occurrences:g} occurrences: the smallest"}
     size = max(eligible)
-    largest = max(section.sizes)
-    why = (
-        f"the largest size whose new tokens occur >= {section.min_occurrences:g} times at the "
-        f"{section.occurrence_quantile:.0%} quantile in the budget ({training_tokens:,} tokens)"
-    )
+    largest = max(section.sizes + section.auto_sizes)
+    why = f"the largest size whose {describe_rule(choice, 'occur')} in the budget ({training_tokens:,} tokens)"
     if size < largest:
         why += f"; larger ones are too many for it (the knee: {knee:,})"
     elif size != knee:
@@ -118,7 +126,7 @@ def adapt_tokenizer(
     progress: ProgressFactory = no_file_progress,
 ) -> dict[str, Any]:
     """Sweep into ``sweep_dir``, choose, merge into ``merged_dir``; the choice goes to ``choice.json`` beside them."""
-    extra = [section.size] if isinstance(section.size, int) else []
+    extra = [section.size] if isinstance(section.size, int) else section.auto_sizes if section.size == "auto" else []
     more = smaller_sizes_if_needed(section, training_tokens) if section.size == "auto" else None
     result = sweep(
         base_spec,

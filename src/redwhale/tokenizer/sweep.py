@@ -137,8 +137,9 @@ def knee(rows: list[SweepRow]) -> int:
 
 def _tokens_and_occurrences(backend, heldout: list[str], base_size: int, merged_size: int):
     """Tokens of the held-out text, and how often new tokens occur per token of it: quantiles over the new tokens
-    (unseen ones count 0). One encoding pass; one bincount over all ids (one per document cost more than the
-    encoding at a large vocabulary)."""
+    (unseen ones count 0) and their mean (``mean``: unlike a quantile, it does not fall to 0 once most new tokens are
+    too rare to occur in the held-out text). One encoding pass; one bincount over all ids (one per document cost more
+    than the encoding at a large vocabulary)."""
     encodings = backend.encode_batch(heldout, add_special_tokens=False)
     ids = np.fromiter((i for e in encodings for i in e.ids), dtype=np.int64)
     counts = np.bincount(ids, minlength=merged_size)[:merged_size]
@@ -146,6 +147,8 @@ def _tokens_and_occurrences(backend, heldout: list[str], base_size: int, merged_
     quantiles = (
         {f"q{round(q * 100):02d}": float(np.quantile(per_token, q)) for q in QUANTILES} if len(per_token) else {}
     )
+    if len(per_token):
+        quantiles["mean"] = float(per_token.mean())
     return len(ids), quantiles
 
 
@@ -204,7 +207,7 @@ def sweep(
     progress: ProgressFactory = no_file_progress,
     more_sizes: Callable[[list[dict[str, Any]], int], Sequence[int]] | None = None,
 ) -> dict[str, Any]:
-    """Train once at the largest of ``section.sizes``, measure every size (and ``extra_sizes``), choose the knee
+    """Train once at the largest size, measure every size (and ``extra_sizes``, see :func:`_trained`), choose the knee
     among ``section.sizes``; write ``sweep.json``, ``sweep.md``, ``sweep.png`` and the standalone tokenizer
     (``new-tokenizer/``) into ``out``. Without ``heldout_texts``, ``heldout_fraction`` of ``texts`` is held out.
     ``more_sizes(rows, knee)``, given the measured rows (as in ``sweep.json``) and the knee, names sizes below the
@@ -222,16 +225,16 @@ def sweep(
     new = train_new(
         training, base, max(measured), script, out / "new-tokenizer", section.train_on, section.min_frequency
     )
+    measured = _trained(measured, section, new)
     heldout = _cap_chars(heldout_texts if heldout_texts is not None else splitter.texts, section.heldout_max_chars)
     if not heldout:
         raise DataError(f"no held-out {script.name} text: the corpus is too small for a {heldout_fraction:.0%} split")
     trained = time.perf_counter()
     full_plan = plan(base, new, script)
     planned = time.perf_counter()
-    base_backend = base_hf.backend_tokenizer
     sample = _cap_chars(heldout, DIAGNOSTIC_CHARS)
-    words = _script_words(sample, base_backend.pre_tokenizer, script)
-    base_tokens = _count(base_backend, heldout)
+    words = _script_words(sample, base_hf.backend_tokenizer.pre_tokenizer, script)
+    base_tokens = _count(base_hf.backend_tokenizer, heldout)
     chars = sum(len(t) for t in heldout)
 
     def measure(size: int) -> SweepRow | None:
@@ -250,6 +253,12 @@ def sweep(
     atomic_write_text(out / "sweep.md", sweep_markdown(result))
     plot_sweep(result, out / "sweep.png")
     return result
+
+
+def _trained(measured: list[int], section: TokenizerSection, new: NewTokenizer) -> list[int]:
+    """The sizes to measure, less the extra sizes (not swept nor set) larger than what the text trained: they would
+    repeat the largest (``tokenizer.auto_sizes`` on a small corpus)."""
+    return [s for s in measured if s in section.sizes or s == section.size or s <= new.size]
 
 
 def _measure_sizes(
