@@ -14,6 +14,7 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py pipeline --out DIR --size 8000 --bench-out B   # the pipeline's model at a size
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
+r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
 """
 
 from __future__ import annotations

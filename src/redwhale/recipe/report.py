@@ -157,9 +157,9 @@ def _tokenizer(page: Page, tokenizer: AdaptedTokenizer | None) -> None:
         "Tokenizer",
         f"Merged at {choice['size']:,}: +{choice['added_tokens']:,} tokens ({choice['why']}; knee {choice['knee']:,}, "
         f"rule: {describe_rule(choice)} in the {choice['training_tokens']:,} planned training tokens; "
-        "the rule comes from bench/cpt_explore.py: with calibrated init 40k new tokens learned more Korean than the "
-        "20k knee, and the knee more than 8k, at 40,960 training tokens, where the median 40k token occurs 0.3 "
-        "times). "
+        "the rule comes from bench/cpt_explore.py: with calibrated init every larger size learned more Korean at equal "
+        "training tokens, 8k < 20k (the knee) < 40k < 80k, down to 80k at 40,960 tokens, where its new tokens occur "
+        "0.4 times on average). "
         f"Base ids unchanged: {audit['base_ids_unchanged']}; non-Korean text identical: "
         f"{audit['non_target_identical']:.0%}; round trip: {audit['round_trip']:.0%}; dead tokens: "
         f"{audit['dead_tokens']}.",

@@ -5,14 +5,15 @@ How the size is chosen (``tokenizer.size``):
 * a number: that size;
 * ``knee``: the Kneedle knee of the (REC, RIC) curve over ``tokenizer.sizes`` (the paper's rule: where more
   vocabulary stops paying for itself in sequence length);
-* ``auto`` (the default): the largest swept size the training budget can train. A new token's embedding and head
-  rows only learn from the positions where it occurs, so each size is scored by how often its new tokens would occur
-  in the planned training tokens: its held-out frequency per token (the sweep measures it) times the budget. ``auto``
-  takes the largest measured size whose new tokens reach ``min_occurrences`` at the ``occurrence_quantile`` (by
-  default, half of the new tokens occur at least that often), *past the knee* where the budget allows: with
-  calibrated rows a larger vocabulary learned more Korean per unit of compute at every budget measured
-  (``bench/cpt_explore.py`` r15, SmolLM2, 40,960 training tokens: 8,000 / 20,000 (the knee) / 40,000 new tokens
-  reached 2.245 / 2.117 / 2.050 Korean bits per byte, each size 4-11% slower per step; see ``TokenizerSection.size``).
+* ``auto`` (the default): the largest size the training budget can train. A new token's embedding and head rows
+  only learn from the positions where it occurs, so each size is scored by how often its new tokens would occur in
+  the planned training tokens: their held-out frequency per token (the sweep measures it) times the budget. ``auto``
+  takes the largest measured size (``sizes``, then ``auto_sizes`` past them, up to 80,000) whose new tokens reach
+  ``min_occurrences`` on average (or at a quantile: ``occurrence_quantile``), *past the knee* where the budget allows:
+  with calibrated rows a larger vocabulary learned more Korean per unit of compute at every budget measured
+  (``bench/cpt_explore.py`` r15/r16, SmolLM2, 40,960 training tokens: 8,000 / 20,000 (the knee) / 40,000 / 80,000
+  new tokens reached 2.245 / 2.117 / 2.050 / 2.018 Korean bits per byte, each size 4-15% slower per step; see
+  ``TokenizerSection.size``).
   When no swept size qualifies, sizes below the smallest swept one are measured too (halving down to 500) so that
   a small budget still gets a size. The rule, the budget and every size's expected occurrences are written to
   ``choice.json`` and the report.
