@@ -16,8 +16,9 @@ model in a short probe (6 steps per stage, the median of the last 5; not counted
 budget; the table prints the wall clock each arm actually used and names any arm more than 5% off its budget (the
 machine's speed drifts; a 3-step probe once planned arms from 18% short to 11% over), which ``--arms`` reruns.
 (a) plans its vocabulary for the training tokens (c) trained (run first, the same schedule after the same phases), as
-a user's ``train.tokens`` would; a larger vocabulary then trains fewer tokens in the same seconds (slower steps). Scores are bits per byte (comparable across tokenizers) and
-each model's tokens per 1,000 Korean characters of the held-out text (the inference cost paid after training).
+a user's ``train.tokens`` would; a larger vocabulary then trains fewer tokens in the same seconds (slower steps).
+Scores are bits per byte (comparable across tokenizers) and each model's tokens per 1,000 Korean characters of the
+held-out text (the inference cost paid after training).
 Batch geometry (sequence 512, micro-batch 2) is the bench's, the same for every arm: the schema default (1,024 x 8)
 makes a step of over two minutes on 2 CPU cores.
 

@@ -171,10 +171,11 @@ class TokenizerSection(Section):
     )
     size: int | Literal["auto", "knee"] = Field(
         "auto",
-        description="size to merge: knee = the RIC/REC knee of the sweep (the paper's rule); auto = the largest size (of "
-        "sizes and auto_sizes) whose new tokens occur at least min_occurrences times (on average, or at the quantile "
-        "below) in the planned training tokens, past the knee when the budget allows (a larger vocabulary learned more Korean per unit "
-        "of compute in every experiment, see redwhale.tokenizer.adapt); a number = that size (tokens)",
+        description="size to merge: knee = the RIC/REC knee of the sweep (the paper's rule); auto = the largest size "
+        "(of sizes and auto_sizes) whose new tokens occur at least min_occurrences times (on average, or at the "
+        "quantile below) in the planned training tokens, past the knee when the budget allows (a larger vocabulary "
+        "learned more Korean per unit of compute in every experiment, see redwhale.tokenizer.adapt); a number = that "
+        "size (tokens)",
     )
     # Sizes and threshold by experiment (bench/cpt_explore.py, SmolLM2, calibrated init, the default stages; r15 and
     # r16), the recipe's own tokenizer and extend phases at each size, Korean held-out disjoint from bench_cpt's:

@@ -190,7 +190,7 @@ def fit_offsets(
     The NLL is convex in ``theta`` (a log-sum-exp of affine functions minus a linear term) and ``theta`` has three
     entries, so this is Newton's method with a backtracking line search, gradient and Hessian in closed form, written
     by hand: a few passes over the (positions x new tokens) logits. L-BFGS through autograd reached the same theta
-    (to 1e-4) in 20 s at 40,000 new tokens and 52 s at 80,000 on 2 cores (SmolLM2, 2,048 positions); this takes 7.8
+    (to 1e-4) in 20-22 s at 40,000 new tokens and 52 s at 80,000 on 2 cores (SmolLM2, 2,048 positions); this takes 7-11
     and 17 s, time a budgeted run trains instead."""
     with torch.no_grad():
         logits = hidden.float() @ head.float().T
@@ -200,8 +200,10 @@ def fit_offsets(
         del logits
     is_new = targets >= base_size
     features = features.float()
-    target_features = torch.where(is_new[:, None], features[(targets - base_size).clamp(min=0)], 0.0)
-    mean_target = target_features.double().mean(0)
+    features64 = features.double()
+    target_features = torch.where(is_new[:, None], features64[(targets - base_size).clamp(min=0)], 0.0)
+    mean_target = target_features.mean(0)
+    target_logit_sum = float(target_logit.double().sum())
     n = len(targets)
 
     def nll(theta: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -218,8 +220,8 @@ def fit_offsets(
             p = torch.exp(scores - log_z[:, None])
             pf = (p @ features).double()
             grad += pf.sum(0)
-            hess += (features.T * p.sum(0)).double() @ features.double() - pf.T @ pf
-        picked = float((target_logit.double() + target_features.double() @ theta).sum())
+            hess += (features64.T * p.sum(0).double()) @ features64 - pf.T @ pf
+        picked = target_logit_sum + float((target_features @ theta).sum())
         value = (total - picked) / n
         return value, grad / n - mean_target, hess / n
 
