@@ -1,5 +1,6 @@
 """The memory plans of the shipped GPU configs: does every stage of the paper's run fit one 80 GB GPU (and 48 GB
-with offload), and which stages of Llama-3.1-8B and Qwen2.5-7B fit 80 GB and 24 GB.
+with offload), and which stages of Llama-3.1-8B and Qwen2.5-7B fit 80 GB and 24 GB. Each plan is for the largest
+vocabulary its config's ``tokenizer.size`` can choose (``auto``: up to 80,000 new tokens).
 
 Plans are computed on PyTorch's meta device (no weights, no GPU needed; see ``redwhale train plan``). For the
 offloading config it also prints the plan's expected throughput cost of the offload, from stated assumptions (PCIe
@@ -69,8 +70,10 @@ def main() -> None:
     for preset, config, memory in CASES:
         cfg = load_config(REPO / config)
         gib = float(memory.removesuffix("GB")) * 1e9 / 2**30
-        result = plan(preset, cfg.train, gib, 20_000, on_gpu=True, model_dtype=cfg.model.dtype)
+        new_tokens = cfg.tokenizer.largest_size()
+        result = plan(preset, cfg.train, gib, new_tokens, on_gpu=True, model_dtype=cfg.model.dtype)
         result["config"] = config
+        print(f"{config}: {new_tokens:,} new tokens, the most tokenizer.size {cfg.tokenizer.size!r} can merge")
         print(plan_markdown(result))
         fits = [s["stage"] for s in result["stages"] if s["fits"] and s["stage"] != "full fine-tune"]
         headroom = {s["stage"]: round(1 - s["total_gib"] / gib, 3) for s in result["stages"]}

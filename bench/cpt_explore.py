@@ -15,6 +15,8 @@ an experiment already there is skipped, so the grid can be interrupted and conti
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
+r17 (the new input and head rows trained in the layer stages, and r16's 80,000 run again beside it on the same
+machine) in ``bench/measured/cpt_explore_r17.jsonl``.
 """
 
 from __future__ import annotations
@@ -239,6 +241,10 @@ GRIDS = {
     "r15d": [(40000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
     # r16: past the default sweep's 40k, at the 960 s budget's tokens (81,920; run r15d with --tokens 81920 beside it)
     "r16": [(80000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4)],
+    # r17: the new rows keep learning: r16 with the new input *and* head rows trained in the layer stages at 3e-4 / 1e-3
+    # (the head rows never train in the default), at the 960 s budget's tokens (81,920)
+    "r17a": [(80000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, 3e-4, 2e-4)],
+    "r17b": [(80000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, 1e-3, 2e-4)],
     # r14: r13a at 40,960 and 81,920 tokens with --keep-model, each then merged back with ``merge`` (merge_with_base)
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [

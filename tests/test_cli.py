@@ -83,3 +83,22 @@ def test_doctor_reports_what_a_bug_report_needs(tmp_path, capsys):
     assert report["HF_HUB_OFFLINE"] is True and report["hub_reachable"] is False
     assert report["benchmark_data"] == {"path": str(tmp_path / "no-kobest"), "found": False}
     assert report["run_dir"]["writable"] is True
+
+
+def test_train_plan_plans_for_the_largest_vocabulary_the_config_can_merge(tmp_path, capsys, tied_llama_dir):
+    """Without --new-tokens the plan grows the vocabulary by the most ``tokenizer.size`` can add: 80,000 with the
+    default ``auto`` (a billions-of-tokens budget takes it), the set size with a fixed one."""
+    import json
+
+    from transformers import AutoConfig
+
+    base_vocab = AutoConfig.from_pretrained(tied_llama_dir).vocab_size
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("name: t\ntokenizer:\n  size: 12000\n")
+    for extra, expected in (([], 80_000), (["--config", str(cfg)], 12_000), (["--new-tokens", "500"], 500)):
+        out = tmp_path / "plan.json"
+        code, _, err = run(capsys, "train", "plan", "--model", str(tied_llama_dir), "--cpu", "--json", str(out), *extra)
+        assert code == 0, err
+        plan = json.loads(out.read_text())
+        assert plan["new_tokens"] == expected
+        assert plan["vocab_size"] >= base_vocab + expected

@@ -9,7 +9,7 @@ import typer
 
 from redwhale.cli.app import app
 from redwhale.cli.options import section_options
-from redwhale.config.schema import TrainSection
+from redwhale.config.schema import TokenizerSection, TrainSection
 
 train_app = typer.Typer(help="Multistage continual pretraining, and its memory plan.", invoke_without_command=True)
 app.add_typer(train_app, name="train")
@@ -100,7 +100,13 @@ def plan(
     gpu_memory: Annotated[
         str, typer.Option("--gpu-memory", help="Memory of one GPU, e.g. 80GB (1e9 bytes) or 80GiB.")
     ] = "80GB",
-    new_tokens: Annotated[int, typer.Option(help="Tokens added to the vocabulary.")] = 20000,
+    new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Tokens added to the vocabulary; default: the most the tokenizer section (of --config, else the "
+            "defaults) can add, 80,000 with size auto."
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Run config (its train section).")] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Plan an fp32 run on CPU instead of bf16 on a GPU.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the plan as JSON here.")] = None,
@@ -110,6 +116,10 @@ def plan(
     from redwhale.train.plan import plan as make_plan
     from redwhale.train.plan import plan_markdown
 
+    if new_tokens is None:
+        from redwhale.config import load_config
+
+        new_tokens = (load_config(config).tokenizer if config else TokenizerSection()).largest_size()
     result = make_plan(model, train, _gib(gpu_memory), new_tokens, on_gpu=not cpu)
     if json_out:
         atomic_write_json(json_out, result)
