@@ -97,7 +97,18 @@ def test_train_plan_plans_for_the_largest_vocabulary_the_config_can_merge(tmp_pa
     cfg.write_text("name: t\ntokenizer:\n  size: 12000\n")
     for extra, expected in (([], 80_000), (["--config", str(cfg)], 12_000), (["--new-tokens", "500"], 500)):
         out = tmp_path / "plan.json"
-        code, _, err = run(capsys, "train", "plan", "--model", str(tied_llama_dir), "--cpu", "--json", str(out), *extra)
+        args = [
+            "train",
+            "plan",
+            "--model",
+            str(tied_llama_dir),
+            "--cpu",
+            "--sequence-length",
+            "128",
+            "--json",
+            str(out),
+        ]
+        code, _, err = run(capsys, *args, *extra)
         assert code == 0, err
         plan = json.loads(out.read_text())
         assert plan["new_tokens"] == expected
