@@ -104,7 +104,7 @@ def choose_size(result: dict[str, Any], section: TokenizerSection, training_toke
         size = min(expected)
         return {**choice, "size": size, "why": f"no size reaches {section.min_occurrences:g} occurrences: the smallest"}
     size = max(eligible)
-    largest = max(section.sizes + section.auto_sizes)
+    largest = section.largest_size()
     why = f"the largest size whose {describe_rule(choice, 'occur')} in the budget ({training_tokens:,} tokens)"
     if size < largest:
         why += f"; larger ones are too many for it (the knee: {knee:,})"
