@@ -196,3 +196,64 @@ def test_restored_views_hold_the_values_they_were_saved_with():
         original = [before, before.T, before[5:7, ::3], before[:, 10:20].T][index]
         assert torch.allclose(back, original, rtol=1e-2, atol=1e-2)
     assert torch.allclose(again, before + 1.0, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, None)])
+def test_auto_precision_uses_bf16_products_only_on_a_cpu_that_multiplies_bf16_in_hardware(
+    monkeypatch, native, expected
+):
+    """``precision: auto`` on CPU: bf16 autocast where the CPU has AMX, float32 products elsewhere (emulated bf16 is
+    two orders of magnitude slower); the weights stay float32 either way, and fp32 / bf16 force their choice."""
+    from redwhale.config.schema import TrainSection
+    from redwhale.train import precision
+
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    auto = precision.resolve_precision("auto", TrainSection(), cpu)
+    assert auto.autocast == expected
+    assert (auto.frozen, auto.trainable) == (torch.float32, torch.float32)
+    assert precision.resolve_precision("auto", TrainSection(precision="fp32"), cpu).autocast is None
+    assert precision.resolve_precision("auto", TrainSection(precision="bf16"), cpu).autocast == torch.bfloat16
+
+
+def test_the_fast_allocator_is_found_advised_and_preloaded(monkeypatch, tmp_path):
+    """A tcmalloc beside the virtual environment is found, named in the advice a CPU run logs on glibc's malloc, and
+    preloaded when a benchmark re-runs itself (once); a process already on it is left alone."""
+    from redwhale.core import environment as env
+
+    library = tmp_path / "lib" / "libtcmalloc_minimal.so.4"
+    library.parent.mkdir()
+    library.write_bytes(b"")
+    monkeypatch.setenv("VIRTUAL_ENV", str(tmp_path))
+    monkeypatch.delenv("CONDA_PREFIX", raising=False)
+    monkeypatch.delenv("REDWHALE_MALLOC_TRIED", raising=False)
+    monkeypatch.setattr(env.sys, "platform", "linux")
+    assert env.fast_malloc() == str(library)
+    monkeypatch.setattr(env, "malloc_loaded", lambda: "system")
+    assert f"LD_PRELOAD={library}" in env.malloc_advice()
+    calls = []
+    monkeypatch.setattr(env.os, "execve", lambda exe, argv, environ: calls.append(environ))
+    env.rerun_with_fast_malloc()
+    assert calls and calls[0]["LD_PRELOAD"].split(":")[0] == str(library) and calls[0]["REDWHALE_MALLOC_TRIED"]
+    monkeypatch.setenv("REDWHALE_MALLOC_TRIED", "1")
+    assert env.rerun_with_fast_malloc() == "system" and len(calls) == 1  # tried once: no loop if the preload fails
+    monkeypatch.setattr(env, "malloc_loaded", lambda: "tcmalloc")
+    assert env.malloc_advice() is None
+
+
+def test_the_allocator_in_use_is_read_from_the_process_maps():
+    """A process on glibc's malloc says ``system``; one started with a tcmalloc or jemalloc preloaded names it."""
+    import os
+    import subprocess
+    import sys
+
+    from redwhale.core.environment import fast_malloc
+
+    code = "from redwhale.core.environment import malloc_loaded; print(malloc_loaded())"
+    plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    assert subprocess.check_output([sys.executable, "-c", code], env=plain, text=True).strip() == "system"
+    found = fast_malloc()
+    if found is None:
+        pytest.skip("no tcmalloc or jemalloc on this machine")
+    loaded = subprocess.check_output([sys.executable, "-c", code], env=dict(plain, LD_PRELOAD=found), text=True)
+    assert loaded.strip() == ("tcmalloc" if "tcmalloc" in found else "jemalloc")

@@ -456,7 +456,9 @@ class TrainSection(Section):
         "whatever the micro-batch (required with micro_batch_size: auto)",
     )
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="matrix products: auto = bf16 autocast on a GPU that supports it, fp32 on CPU"
+        "auto",
+        description="matrix products: auto = bf16 autocast on a GPU that supports it and on a CPU with AMX (1.9x "
+        "faster than fp32 there), fp32 on other CPUs",
     )
     trainable_dtype: Literal["float32", "bfloat16"] = Field(
         "float32",

@@ -34,6 +34,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig
 
 from redwhale.config.schema import TrainSection
+from redwhale.core.environment import malloc_advice, malloc_loaded
 from redwhale.core.errors import ConfigError, RedwhaleError
 from redwhale.core.io import atomic_dir, atomic_write_json
 from redwhale.core.memory import PeakMemory
@@ -121,6 +122,8 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
         self.device = self.accelerator.device
         self.precision: Precision = resolve_precision(dtype, cfg, self.device)
+        if self.device.type == "cpu" and (advice := malloc_advice()):
+            log.warning(advice)
         self.model_dir = Path(model_dir)
         self.base_rows = self._base_rows()
         if cfg.merge_with_base > 0:
@@ -450,6 +453,7 @@ class Trainer:
             "seconds": sum(s["seconds"] for s in self.summaries),
             "precision": self.precision.describe(),
             "saved_dtype": str(self.precision.saved).removeprefix("torch."),
+            "malloc": malloc_loaded(),
             "processes": self.accelerator.num_processes,
             "config": self.cfg.model_dump(mode="json"),
         }
