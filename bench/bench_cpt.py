@@ -20,7 +20,9 @@ a user's ``train.tokens`` would; a larger vocabulary then trains fewer tokens in
 Scores are bits per byte (comparable across tokenizers) and each model's tokens per 1,000 Korean characters of the
 held-out text (the inference cost paid after training).
 Batch geometry (sequence 512, micro-batch 2) is the bench's, the same for every arm: the schema default (1,024 x 8)
-makes a step of over two minutes on 2 CPU cores.
+makes a step of over two minutes on 2 CPU cores. Every arm trains at ``train.precision: auto`` (bf16 products on a CPU
+with AMX), and the bench re-runs itself under tcmalloc or jemalloc when the machine has one: on glibc's malloc each
+arm would train slower than the one before it (``bench/bench_process_age.py``). The JSON records both.
 
     python bench/bench_cpt.py [--budgets 480 960] [--out DIR]      # JSON to bench/measured/cpt.json
     python bench/bench_cpt.py --budgets 480 --arms b [--out DIR]   # rerun one arm, the other rows kept

@@ -1,11 +1,14 @@
-"""Does one process train slower the longer it lives? The same short stage (the default even-layers stage, 6 steps of
-2 x 512 tokens on the Korean training corpus), trained ``--rounds`` times in one process, tokens/s of each round
-(the first step of each left out) and the process's resident memory after it.
+"""Does one process train slower the longer it lives, on which allocator, and what do bf16 products buy on CPU? The
+same short stage (the default even-layers stage, ``--steps`` steps of 2 x 512 tokens on the Korean training corpus),
+trained ``--rounds`` times in one process: tokens/s of each round (the first step of each left out), its mean loss
+(the same steps on the same data each round: what ``--precision`` changes) and the process's resident memory.
 
 bench_cpt.py trains its arms one after the other in one process; if the rate falls round after round, its later
-arms train fewer tokens than a fresh process would.
+arms train fewer tokens than a fresh process would. The allocator is the caller's (``LD_PRELOAD``); the script
+prints which one runs.
 
-    python bench/bench_process_age.py MODEL_DIR [--rounds 3]   # e.g. an extended model bench_cpt.py built
+    python bench/bench_process_age.py MODEL_DIR [--rounds 3] [--precision fp32]     # glibc's malloc
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python bench/bench_process_age.py MODEL_DIR
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
 from redwhale.config.schema import TrainSection, default_stages
+from redwhale.core.environment import cpu_native_bf16, malloc_loaded
 from redwhale.train.run import train_schedule
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ko_corpus" / "ko_train.jsonl"
@@ -26,18 +31,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="train.precision")
     args = parser.parse_args()
     with CORPUS.open(encoding="utf-8") as handle:
         texts = [json.loads(line)["text"] for _, line in zip(range(3000), handle, strict=False)]
     stage = default_stages()[2].model_dump(exclude={"share"})
+    print(f"allocator {malloc_loaded()}, precision {args.precision} (CPU bf16 in hardware: {cpu_native_bf16()})")
     for index in range(args.rounds):
         section = TrainSection(tokens=None, sequence_length=512, micro_batch_size=2, checkpoint_every=10**6,
-                               tensorboard=False, stages=[dict(stage, tokens=6 * 1024)])  # fmt: skip
+                               tensorboard=False, precision=args.precision,
+                               stages=[dict(stage, tokens=args.steps * 1024)])  # fmt: skip
         work = Path(tempfile.mkdtemp(prefix="redwhale-age-"))
         train_schedule(args.model, texts, None, section, work)
-        seconds = [json.loads(x)["seconds"] for x in (work / "logs" / "metrics.jsonl").read_text().splitlines()][1:]
+        rows = [json.loads(x) for x in (work / "logs" / "metrics.jsonl").read_text().splitlines()]
+        seconds = [r["seconds"] for r in rows[1:]]
         rss = int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) // 1024
-        print(f"round {index}: {1024 * len(seconds) / sum(seconds):.1f} tokens/s, resident {rss:,} MB", flush=True)
+        print(f"round {index}: {1024 * len(seconds) / sum(seconds):.1f} tokens/s, mean loss "
+              f"{statistics.fmean(r['loss'] for r in rows):.4f}, resident {rss:,} MB", flush=True)  # fmt: skip
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -245,6 +245,10 @@ GRIDS = {
     # (the head rows never train in the default), at the 960 s budget's tokens (81,920)
     "r17a": [(80000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, 3e-4, 2e-4)],
     "r17b": [(80000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, 1e-3, 2e-4)],
+    # r18: at the token counts bf16 products and tcmalloc bring (bench_cpt's 480 s: ~200k tokens), every layer and
+    # norm in one stage on the 80k pipeline model (its rows frozen) against the paper's schedule: is it the vocabulary
+    # or the schedule that loses Korean to full fine-tuning? (b) itself is scored with ``merge --weights 0``
+    "r18": [(80000, "all_layers_pipeline", [1.0], 3e-4, None, None, None)],
     # r14: r13a at 40,960 and 81,920 tokens with --keep-model, each then merged back with ``merge`` (merge_with_base)
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [
