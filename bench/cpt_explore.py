@@ -471,6 +471,9 @@ def main() -> None:
     parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")
     parser.add_argument("--bench-out", type=Path, default=None, help="bench_cpt.py's --out: its corpus, disjoint text")
     args = parser.parse_args()
+    from redwhale.core.environment import rerun_with_fast_malloc
+
+    rerun_with_fast_malloc()  # as bench_cpt.py: its timings on tcmalloc, not on glibc's slowing malloc
     args.out.mkdir(parents=True, exist_ok=True)
     from redwhale.core.logs import setup_logging
 
