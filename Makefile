@@ -35,12 +35,12 @@ install-demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n $(WORKERS) --durations=15
 
-# tcmalloc or jemalloc when the machine has one: glibc's malloc trains 1.3x slower on CPU and slows down as the
-# process ages (bench/bench_process_age.py); `redwhale doctor` says which one runs
-FAST_MALLOC := $(firstword $(wildcard $(addsuffix /libtcmalloc_minimal.so.4,/usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib) $(addsuffix /libjemalloc.so.2,/usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib)))
-
+# tcmalloc or jemalloc when the machine has one (found by redwhale.core.environment.fast_malloc): glibc's malloc
+# trains 1.3x slower on CPU and slows down as the process ages (bench/bench_process_age.py); `redwhale doctor` says
+# which one runs
 demo: $(VENV)/.installed-demo
-	$(if $(FAST_MALLOC),LD_PRELOAD=$(FAST_MALLOC) )$(VENV)/bin/redwhale run configs/demo.yaml
+	LD_PRELOAD="$$($(PY) -c 'from redwhale.core.environment import fast_malloc; print(fast_malloc() or "")')$${LD_PRELOAD:+:$$LD_PRELOAD}" \
+		$(VENV)/bin/redwhale run configs/demo.yaml
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench
