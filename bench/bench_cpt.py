@@ -91,11 +91,14 @@ def full_stage(tokens: int) -> StageSection:
     return StageSection(name="full", trainable=trainable, lr=FULL_LR, tokens=tokens)
 
 
-def section(stages: list[StageSection], total: int | None = None) -> TrainSection:
-    """The bench's batch geometry around ``stages`` (their own tokens, or shares of ``total``)."""
+def section(
+    stages: list[StageSection], total: int | None = None, merge_with_base: float | str = "auto"
+) -> TrainSection:
+    """The bench's batch geometry around ``stages`` (their own tokens, or shares of ``total``); ``merge_with_base``:
+    the recipe's default for (a) and (c), 0 for plain continual pretraining (b)."""
     return TrainSection(
         tokens=total, stages=stages, sequence_length=SEQ, micro_batch_size=MICRO, checkpoint_every=10_000,
-        log_every=1, tensorboard=False,
+        log_every=1, tensorboard=False, merge_with_base=merge_with_base,
     )  # fmt: skip
 
 
@@ -111,11 +114,11 @@ def prepared_corpus(out: Path) -> PreparedCorpus:
 
 
 def step_rates(
-    model: Path, stages: list[StageSection], prepared: PreparedCorpus, work: Path
+    model: Path, stages: list[StageSection], prepared: PreparedCorpus, work: Path, merge_with_base: float | str = "auto"
 ) -> tuple[list[float], float]:
     """Tokens/s of each stage on ``model`` (the median step after the first of a short run) and the seconds a run
     spends outside its steps (tokenising, loading and saving each stage, merging LoRA): the probe's wall clock less
-    its steps' (cached in ``work``)."""
+    its steps' (cached in ``work``), which includes ``merge_with_base: auto``'s English measurements."""
     from redwhale.train.run import train_schedule
 
     cached = work / f"probe-{PROBE_STEPS}.json"
@@ -125,7 +128,9 @@ def step_rates(
     probe = [s.model_copy(update={"tokens": PROBE_STEPS * SEQ * MICRO, "share": None}) for s in stages]
     probe_dir = work / f"probe-{PROBE_STEPS}"
     started = time.perf_counter()
-    train_schedule(model, read_texts(prepared.split("train")), None, section(probe), probe_dir, SEED)
+    train_schedule(
+        model, read_texts(prepared.split("train")), None, section(probe, None, merge_with_base), probe_dir, SEED
+    )
     elapsed = time.perf_counter() - started
     rows = [json.loads(line) for line in (probe_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
     rates = []
@@ -241,9 +246,9 @@ def run_budget(
 def _arm_b(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, korean, english) -> dict:
     """(b) full fine-tuning of the base, its tokens planned from its own probe."""
     full = [full_stage(SEQ * MICRO)]
-    rates_b, fixed_b = step_rates(base_dir, full, prepared, work / "b")
+    rates_b, fixed_b = step_rates(base_dir, full, prepared, work / "b", 0.0)
     tokens_b = max(int((budget - fixed_b) * rates_b[0]) // (SEQ * MICRO) * SEQ * MICRO, SEQ * MICRO)
-    row = _arm(base_dir, section([full_stage(tokens_b)]), prepared, work / "b", 0.0, None, korean, english)
+    row = _arm(base_dir, section([full_stage(tokens_b)], None, 0.0), prepared, work / "b", 0.0, None, korean, english)
     row["probe_tokens_per_s"] = [round(r, 1) for r in rates_b]
     return row
 

@@ -12,6 +12,8 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py table --out DIR              # print every result
     python bench/cpt_explore.py merge --out DIR --model M --start S --weights 0.3 0.5   # train.merge_with_base
     python bench/cpt_explore.py pipeline --out DIR --size 8000 --bench-out B   # the pipeline's model at a size
+    python bench/cpt_explore.py score --out DIR --model M [M ...] --bench-out B     # models as they are (untrained)
+    python bench/cpt_explore.py extend --out DIR --model M --tokenizer T --bench-out B   # extend a trained model
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
@@ -188,6 +190,7 @@ def train_section(stages, tokens):
         micro_batch_size=MICRO,
         checkpoint_every=100_000,
         tensorboard=False,
+        merge_with_base=0.0,  # the schedules as trained; merging back is measured apart (``merge``)
         stages=[dict(s, tokens=int(t)) for s, t in zip(stages, tokens, strict=True)],
     )
 
@@ -252,6 +255,15 @@ GRIDS = {
     # r18b: every parameter of the 80k model, the new rows included (full fine-tuning after the vocabulary), run at
     # 129,024 tokens: the seconds the default's training takes at 480 s
     "r18b": [(80000, "full_pipeline", [1.0], 3e-4, None, None, None)],
+    # r19: a budget-sized vocabulary (size 2,000: 1,720 new tokens, 655 tokens per 1,000 Korean characters against the
+    # base's 2,099) with every parameter trained in one stage, at the tokens the 480 s budget trains after adapting
+    "r19a": [(2000, "full_pipeline", [1.0], 3e-4, None, None, None)],
+    "r19b": [(2000, "full_pipeline", [1.0], 3e-4, None, 3e-3, None)],
+    "r19c": [(4000, "full_pipeline", [1.0], 3e-4, None, None, None)],
+    # r19d/e: r18b (every parameter of the 80k model, 129,024 tokens) with every rate at 1e-3, or the new rows at 3e-3
+    # (10x the layers', NVIDIA's tokenizer-extension rule): is 3e-4 what holds the extended model back?
+    "r19d": [(80000, "full_pipeline", [1.0], 1e-3, None, None, None)],
+    "r19e": [(80000, "full_pipeline", [1.0], 3e-4, None, 3e-3, None)],
     # r14: r13a at 40,960 and 81,920 tokens with --keep-model, each then merged back with ``merge`` (merge_with_base)
     # learning rates of the paper's schedule at bench_cpt.py's 480 s budget (~41k tokens), run with --bench-out
     "r3": [
@@ -431,6 +443,49 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
             path.unlink()
 
 
+def score_models(out: Path, models: list[Path], bench_out: Path | None, threads: int) -> None:
+    """Held-out Korean and English bits per byte of each model as it is (an extended model before any training, say);
+    one line each in ``scores.jsonl``."""
+    import torch
+
+    from redwhale.core.source import materialize, resolve
+
+    torch.set_num_threads(threads)
+    _, korean, english = texts(bench_out)
+    base_dir = materialize(resolve(BASE), None)
+    for model in models:
+        extended = (model / "init_report.json").is_file()
+        result = score(model, out / "scores" / f"{model.name}.json", korean, english, base_dir if extended else None)
+        record = {"experiment": "score", "model": str(model), "korean_bpb": result["korean_bpb"],
+                  "english_bpb": result["english_bpb"], "korean_tokens": result["data"]["korean_text"]["tokens"]}  # fmt: skip
+        with (out / "scores.jsonl").open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
+def extend_trained(out: Path, model: Path, merged: Path, bench_out: Path, threads: int) -> None:
+    """``model`` (a trained model with the base tokenizer: bench_cpt's arm (b)) extended with ``merged`` (a merged
+    tokenizer, the pipeline's) by the recipe's own extend code and default init, then scored: does the vocabulary pay
+    when it comes after the training instead of before?"""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_cpt import prepared_corpus
+    from redwhale.config.schema import ExtendSection
+    from redwhale.models.adapt import extend_and_compare
+    from redwhale.recipe.phases import read_texts
+
+    torch.set_num_threads(threads)
+    target = out / f"extended-{model.parent.parent.name}-{merged.parent.parent.name}"
+    if not target.is_dir():
+        started = time.perf_counter()
+        train = read_texts(prepared_corpus(bench_out).split("train"))
+        section = ExtendSection().model_copy(update={"compare": []})
+        extend_and_compare(str(model), merged, section, train, [], [], target, None, 0)
+        print(f"extended in {time.perf_counter() - started:.0f} s -> {target}", flush=True)
+    score_models(out, [target], bench_out, threads)
+
+
 def pipeline(out: Path, size: int, bench_out: Path) -> None:
     """The extended model the recipe's own tokenizer and extend phases build at ``size`` (bench_cpt.py's ``adapt``, on
     its prepared corpus), linked as ``out/ext-{size}-pipeline`` for the ``*_pipeline`` schedules."""
@@ -459,12 +514,13 @@ def table(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline"])
+    parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 to run two grids side by side)")
-    parser.add_argument("--model", type=Path, help="merge: the trained model folder")
+    parser.add_argument("--model", type=Path, nargs="+", help="merge, extend: the trained model folder; score: models")
+    parser.add_argument("--tokenizer", type=Path, help="extend: the merged tokenizer folder to extend --model with")
     parser.add_argument("--start", type=Path, help="merge: the model its training started from")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.5], help="merge: merge_with_base values")
     parser.add_argument("--size", type=int, default=8000, help="pipeline: the tokenizer size (tokens)")
@@ -479,7 +535,11 @@ def main() -> None:
 
     setup_logging()
     if args.what == "merge":
-        return merge(args.out, args.model, args.start, args.weights, args.bench_out, args.threads)
+        return merge(args.out, args.model[0], args.start, args.weights, args.bench_out, args.threads)
+    if args.what == "score":
+        return score_models(args.out, args.model, args.bench_out, args.threads)
+    if args.what == "extend":
+        return extend_trained(args.out, args.model[0], args.tokenizer, args.bench_out, args.threads)
     if args.what == "pipeline":
         return pipeline(args.out, args.size, args.bench_out)
     {"prepare": lambda: prepare(args.out), "probe": lambda: probe(args.out), "table": lambda: table(args.out)}.get(

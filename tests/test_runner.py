@@ -41,6 +41,8 @@ OTHER_BRANCHES = {
     ("PrepareSection", "max_bits_per_byte"): "pipeline.filter_steps, with a perplexity model",
     ("TrainSection", "accelerate_config"): "train.run.launch_command, with processes > 1",
     ("TrainSection", "global_batch_size"): "train.plan.batch_layout, with micro_batch_size auto",
+    ("TrainSection", "english_tolerance"): "train.loop.Trainer._finish, with merge_with_base auto (test_train.py)",
+    ("TrainSection", "english_check_chars"): "phases.train_phase, with merge_with_base auto (this test sets 0.25)",
     ("ChatVectorSection", "instruct"): "phases.export_phase, with export.chat_vector",
     ("ChatVectorSection", "base"): "phases.export_phase, with export.chat_vector",
     ("ChatVectorSection", "scale"): "phases.export_phase, with export.chat_vector",

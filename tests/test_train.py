@@ -262,6 +262,65 @@ def test_merge_with_base_moves_trained_weights_back_and_keeps_the_new_rows(tmp_p
         assert final.lm_head.weight is final.model.embed_tokens.weight
 
 
+def test_auto_merge_takes_the_smallest_weight_that_brings_english_within_tolerance(tmp_path, extended_untied_dir):
+    """merge_with_base auto: the search stops at the first weight within tolerance, none when training already is,
+    the largest when none is; the model it leaves equals one merged directly at that weight (the successive merges
+    compose), and the new rows stay as trained."""
+    from redwhale.train.merge import merge_with_start, merge_within_tolerance
+
+    base_rows = json.loads((extended_untied_dir / "init_report.json").read_text())["base_vocab"]
+    spec = dict(embeddings="all", lm_head="all", layers="all", norms=True)
+    train_schedule(extended_untied_dir, CORPUS, None, tiny_train([stage("all", **spec)], merge_with_base=0), tmp_path)
+    start = snapshot(AutoModelForCausalLM.from_pretrained(str(extended_untied_dir)))
+    name = "model.layers.0.self_attn.q_proj.weight"
+
+    def searched(tolerance):
+        model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
+        trained = dict(model.named_parameters())[name].detach().clone()
+        gap = (trained - start[name]).norm()
+        # an "English bits per byte" 1.0 at the start, 1.2 trained, falling with the distance back to the start
+        measure = lambda: 1.0 + 0.2 * float((dict(model.named_parameters())[name].detach() - start[name]).norm() / gap)  # noqa: E731
+        return model, merge_within_tolerance(model, extended_untied_dir, base_rows, measure, 1.0, tolerance)
+
+    model, result = searched(0.13)  # needs (1 - w) <= 0.65: 0.4 is the first weight of 0.1 ... 0.5
+    assert result["weight"] == 0.4 and result["within"]
+    assert [s["weight"] for s in result["searched"]] == [0.0, 0.1, 0.2, 0.3, 0.4]
+    direct = AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
+    merge_with_start(direct, extended_untied_dir, 0.4, base_rows)
+    for (key, got), want in zip(model.named_parameters(), direct.parameters(), strict=True):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), key
+    trained = snapshot(AutoModelForCausalLM.from_pretrained(str(tmp_path / "model")))
+    assert torch.equal(model.model.embed_tokens.weight[base_rows:], trained["model.embed_tokens.weight"][base_rows:])
+    model, result = searched(0.25)
+    assert result["weight"] == 0.0 and result["merged"] is None and result["within"]
+    assert all(torch.equal(p, trained[k]) for k, p in model.named_parameters())
+    _, result = searched(0.01)
+    assert result["weight"] == 0.5 and not result["within"]
+
+
+def test_auto_merge_measures_english_before_and_after_training(tmp_path, extended_tied_dir):
+    """The default (auto) measures the start's English on the text given, before training, and reports the search;
+    the weight it keeps is the first searched within tolerance, or the last searched."""
+    from redwhale.core.bpb import bits_per_byte
+    from redwhale.core.source import load_tokenizer
+
+    english = ["The quick brown fox jumps over the lazy dog. " * 8, "Python is a programming language. " * 10]
+    cfg = tiny_train([stage("all", embeddings="all", lm_head="all", layers="all", norms=True)])
+    assert cfg.merge_with_base == "auto"
+    summary = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w", english_check=english)
+    search = summary["merge_search"]
+    start = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
+    tokenizer = load_tokenizer(str(extended_tied_dir))
+    expected = bits_per_byte(start, tokenizer, english, 32, 16).bits_per_byte
+    assert search["start_english_bpb"] == pytest.approx(expected, rel=1e-4)
+    limit = expected * (1 + cfg.english_tolerance)
+    within = [s["weight"] for s in search["searched"] if s["english_bpb"] <= limit]
+    assert search["weight"] == (within[0] if within else search["searched"][-1]["weight"])
+    assert summary.get("merge_with_base", 0.0) == search["weight"]
+    saved = json.loads((tmp_path / "w" / "model" / "training_summary.json").read_text())
+    assert saved["merge_search"]["weight"] == search["weight"]
+
+
 def test_merge_with_base_needs_safetensors_and_a_share_below_one(tmp_path, extended_tied_dir):
     with pytest.raises(ValueError, match="merge_with_base"):
         tiny_train(paper_stages(), merge_with_base=1.0)

@@ -43,7 +43,7 @@ def train(
     from redwhale.core.errors import ConfigError
     from redwhale.core.text import training_texts
     from redwhale.corpus.readers import iter_texts
-    from redwhale.recipe.phases import english_replay
+    from redwhale.recipe.phases import english_check, english_replay
     from redwhale.train.run import train_schedule
 
     if model is None or out is None:
@@ -65,6 +65,9 @@ def train(
         cfg.name,
         resume,
         cfg.model.trust_remote_code,
+        english_check(english_section, cfg.eval.english_chars, train.english_check_chars, cfg.seed)
+        if train.merge_with_base == "auto"
+        else None,
     )
     typer.echo(json.dumps(summary["stages"], indent=2))
     typer.echo(f"model: {out / 'model'}")

@@ -44,6 +44,27 @@ def heldout_sample(
     return sample
 
 
+def heldout_after(
+    texts: Iterable[str],
+    skip_chars: int,
+    max_chars: int,
+    seed: int = 0,
+    fraction: float = 0.05,
+    heldout_only: bool = True,
+) -> list[str]:
+    """The documents :func:`heldout_sample` gives after the ``skip_chars`` characters it gives first (the same
+    shuffle, further on), up to ``max_chars`` more: held-out text disjoint from a sample of ``skip_chars`` (a
+    document repeated word for word in that sample is left out too)."""
+    sample = heldout_sample(texts, skip_chars + max_chars, seed, fraction, heldout_only=heldout_only)
+    chars = 0
+    for index, text in enumerate(sample):
+        if chars >= skip_chars:
+            first = set(sample[:index])
+            return [t for t in sample[index:] if t not in first]
+        chars += len(text)
+    return []
+
+
 def training_texts(texts: Iterable[str], seed: int = 0, fraction: float = 0.05) -> Iterable[str]:
     """The documents of the training split, streamed."""
     return (t for t in texts if split_of(t, seed, fraction) == "train")

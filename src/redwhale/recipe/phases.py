@@ -42,7 +42,7 @@ from redwhale.config.schema import (
 from redwhale.core.errors import DataError
 from redwhale.core.progress import PROGRESS_FILE, Progress
 from redwhale.core.source import LoadOptions
-from redwhale.core.text import heldout_sample, training_texts
+from redwhale.core.text import heldout_after, heldout_sample, training_texts
 from redwhale.evaluate.tasks import benchmark_decision
 from redwhale.recipe.artifacts import (
     AdaptedTokenizer,
@@ -108,6 +108,18 @@ def english_heldout(english: EnglishSection, max_chars: int, seed: int) -> list[
     return heldout_sample(python_docs_english(unit="paragraph"), max_chars, seed, heldout_only=False)
 
 
+def english_check(english: EnglishSection, scored_chars: int, chars: int, seed: int) -> list[str]:
+    """English for ``train.merge_with_base: auto`` to choose its weight on: the held-out documents that come after the
+    ``scored_chars`` :func:`english_heldout` gives evaluation (the same shuffled sample, further on), so that the text
+    the weight is chosen on is never the text forgetting is reported on."""
+    if english.inputs:
+        texts = read_texts(english.inputs, english.text_unit)
+        return heldout_after(texts, scored_chars, chars, seed, english.heldout_fraction, heldout_only=True)
+    from redwhale.corpus.bundled import python_docs_english
+
+    return heldout_after(python_docs_english(unit="paragraph"), scored_chars, chars, seed, heldout_only=False)
+
+
 def english_replay(english: EnglishSection, seed: int) -> Iterator[str] | None:
     """The English texts replayed in training (never those held out to measure forgetting)."""
     if not english.inputs:
@@ -119,6 +131,12 @@ def english_replay(english: EnglishSection, seed: int) -> Iterator[str] | None:
 def planned_training_tokens(cfg: RunConfig) -> int:
     """Tokens the schedule will train on (the budget the vocabulary size is chosen for)."""
     return sum(cfg.train.stage_tokens())
+
+
+def english_scored_chars(cfg: RunConfig) -> int:
+    """The English characters evaluation scores, which ``merge_with_base: auto`` leaves out of the text it chooses its
+    weight on (0 when it does not choose one)."""
+    return cfg.eval.english_chars if cfg.train.merge_with_base == "auto" else 0
 
 
 def compared_methods(cfg: RunConfig) -> dict[str, Any]:
@@ -210,11 +228,13 @@ def train_phase(
     seed: int,
     prepared: PreparedCorpus,
     extended: ExtendedModel,
+    english_scored: Annotated[int, Derived(english_scored_chars)],
 ) -> TrainedModel:
     """The stages; continues from the newest checkpoint when the phase was interrupted."""
     from redwhale.train.run import train_schedule
 
     out = TrainedModel(ctx.work)
+    check = english_check(english, english_scored, train.english_check_chars, seed) if english_scored else None
     summary = train_schedule(
         extended.model,
         read_texts(prepared.split("train")),
@@ -226,6 +246,7 @@ def train_phase(
         ctx.run_name,
         resume=True,
         trust_remote_code=model.trust_remote_code,
+        english_check=check,
     )
     return TrainedModel(out.root, summary["tokens"])
 

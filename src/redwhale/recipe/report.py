@@ -249,13 +249,20 @@ def _training(page: Page, trained: TrainedModel | None, running: bool) -> None:
     if not metrics and not stages:
         return page.todo("Training", "train")
     summary = read_json(trained.model / "training_summary.json") or {}
-    merged = summary.get("merged")
+    merged, search = summary.get("merged"), summary.get("merge_search")
     text = "In progress: the stages so far." if running else ""
     if merged and not running:
         text = (
             f"After the last stage every trained weight was moved {summary['merge_with_base']:.0%} of the way back to "
             f"the model training started from (train.merge_with_base; {merged['tensors']:,} tensors, "
             f"{merged['kept_new_rows']:,} new vocabulary rows kept as trained)."
+        )
+    if search and not running:
+        tried = ", ".join(f"{s['weight']:.0%}: {s['english_bpb']:.4f}" for s in search["searched"])
+        text += (
+            f" train.merge_with_base auto: English bits per byte {search['start_english_bpb']:.4f} at the start, "
+            f"tolerance {search['tolerance']:.0%}; merged back {tried} "
+            f"({'within' if search['within'] else 'still above the tolerance at the largest weight'})."
         )
     page.section("Training", text)
     if metrics:

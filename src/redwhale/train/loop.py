@@ -6,7 +6,8 @@ Read top to bottom: before any weight is loaded, the memory plan of every stage 
 (:mod:`redwhale.train.precision`), build the optimizer (:mod:`redwhale.train.optim`), and step: forward, loss,
 backward over the micro-batches, clip, optimizer step at the learning rate of a warmup + cosine schedule, log,
 checkpoint. A LoRA stage ends by merging its adapters, in float32. After the last stage ``merge_with_base`` can move
-the weights part of the way back to the start (:mod:`redwhale.train.merge`); the model is then saved as a plain
+the weights part of the way back to the start (:mod:`redwhale.train.merge`; ``auto``: as far as English measured
+before and after needs); the model is then saved as a plain
 Hugging Face folder in ``model.dtype``.
 
 ``accelerate launch`` runs the same loop on several processes (DDP; FSDP and DeepSpeed through accelerate
@@ -34,16 +35,17 @@ from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig
 
 from redwhale.config.schema import TrainSection
+from redwhale.core.bpb import bits_per_byte
 from redwhale.core.environment import malloc_advice, malloc_loaded
 from redwhale.core.errors import ConfigError, RedwhaleError
 from redwhale.core.io import atomic_dir, atomic_write_json
 from redwhale.core.memory import PeakMemory
 from redwhale.core.progress import PROGRESS_FILE, Progress, format_seconds
-from redwhale.core.source import load_model
+from redwhale.core.source import load_model, load_tokenizer
 from redwhale.train import checkpoint as ckpt
 from redwhale.train.data import BlockStream, PackedBlocks, StreamState
 from redwhale.train.loss import CausalLMLoss
-from redwhale.train.merge import merge_with_start, safetensors_index
+from redwhale.train.merge import merge_with_start, merge_within_tolerance, safetensors_index
 from redwhale.train.metrics import MetricsLogger, read_metrics
 from redwhale.train.optim import OffloadedAdamW, make_optimizer
 from redwhale.train.plan import GIB, batch_layout, plan_config
@@ -117,8 +119,10 @@ class Trainer:
         run_name: str = "redwhale",
         dtype: str = "auto",
         trust_remote_code: bool = False,
+        english_check: list[str] | None = None,
     ):
         self.cfg, self.work, self.seed = cfg, Path(work), seed
+        self.english_check, self.trust_remote_code = english_check, trust_remote_code
         self.accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
         self.device = self.accelerator.device
         self.precision: Precision = resolve_precision(dtype, cfg, self.device)
@@ -126,7 +130,9 @@ class Trainer:
             log.warning(advice)
         self.model_dir = Path(model_dir)
         self.base_rows = self._base_rows()
-        if cfg.merge_with_base > 0:
+        if cfg.merge_with_base == "auto" and not english_check:
+            raise ConfigError("train.merge_with_base auto: no English text to measure (give English, or a weight)")
+        if cfg.merge_with_base != 0:
             safetensors_index(self.model_dir)  # no weights to merge toward fails here, before any training
         self.plans = self._plan()
         self.baseline_mib = PeakMemory(self.device).now_mib()  # what the process held before the model
@@ -191,6 +197,8 @@ class Trainer:
             resume_from = ckpt.latest(self.checkpoints)
         elif ckpt.latest(self.checkpoints) is not None:
             raise RedwhaleError(f"{self.checkpoints} already holds checkpoints: pass --resume to continue from them")
+        # measured before a checkpoint's weights are loaded: the start's English, which auto merges back toward
+        self.start_english = self._english_bpb() if self._checks_english() else None
         if resume_from is not None:
             state = ckpt.TrainState.read(resume_from)
             log.info("resuming from %s (stage %s, step %d)", resume_from.name, state.stage_name, state.step)
@@ -213,6 +221,15 @@ class Trainer:
                 state = self._run_stage(index, stream, state, resume_from if resumed else None)
         self.metrics.close()
         return self._finish()
+
+    def _checks_english(self) -> bool:
+        return self.cfg.merge_with_base == "auto" and self.accelerator.is_main_process
+
+    def _english_bpb(self) -> float:
+        """Bits per byte of the model as it is now on ``english_check`` (``merge_with_base: auto``)."""
+        tokenizer = load_tokenizer(str(self.model_dir), trust_remote_code=self.trust_remote_code)
+        window = min(1024, self.cfg.sequence_length)
+        return bits_per_byte(self.model, tokenizer, self.english_check, window, window // 2).bits_per_byte
 
     def _read_summaries(self) -> list[dict[str, Any]]:
         path = self.work / "stages.json"
@@ -458,7 +475,13 @@ class Trainer:
             "config": self.cfg.model_dump(mode="json"),
         }
         if self.accelerator.is_main_process:  # the process that saves merges (the others' copies are not used)
-            if self.cfg.merge_with_base > 0:
+            if self.cfg.merge_with_base == "auto":
+                search = merge_within_tolerance(self.model, self.model_dir, self.base_rows, self._english_bpb,
+                                                self.start_english, self.cfg.english_tolerance)  # fmt: skip
+                summary["merge_search"] = search
+                if search["merged"] is not None:
+                    summary["merge_with_base"], summary["merged"] = search["weight"], search["merged"]
+            elif self.cfg.merge_with_base > 0:
                 summary["merge_with_base"] = self.cfg.merge_with_base
                 summary["merged"] = merge_with_start(
                     self.model, self.model_dir, self.cfg.merge_with_base, self.base_rows

@@ -16,8 +16,10 @@ memory, whatever its size).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -93,3 +95,50 @@ def merge_with_start(model: torch.nn.Module, start_dir: Path, weight: float, bas
         counts["kept_new_rows"],
     )
     return counts
+
+
+AUTO_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def merge_within_tolerance(
+    model: torch.nn.Module,
+    start_dir: Path,
+    base_rows: int,
+    english_bpb: Callable[[], float],
+    start_bpb: float,
+    tolerance: float,
+    weights: Sequence[float] = AUTO_WEIGHTS,
+) -> dict[str, Any]:
+    """``train.merge_with_base: auto``: merge ``model`` back toward ``start_dir`` by the smallest of ``weights`` at
+    which its English bits per byte (``english_bpb()``, on held-out text) is within ``tolerance`` of ``start_bpb``
+    (the start's, on the same text); none when the trained model already is, the largest when none is. The model is
+    left merged at the weight chosen. Each weight is reached from the last by one more merge (merging a model merged at
+    ``a`` a further share ``s`` back gives ``1 - (1 - a)(1 - s)``), so the search holds one model in memory."""
+    limit = start_bpb * (1 + tolerance)
+    searched = [{"weight": 0.0, "english_bpb": english_bpb()}]
+    applied, counts = 0.0, None
+    for weight in sorted(weights):
+        if searched[-1]["english_bpb"] <= limit:
+            break
+        counts = merge_with_start(model, start_dir, 1 - (1 - weight) / (1 - applied), base_rows)
+        applied = weight
+        searched.append({"weight": weight, "english_bpb": english_bpb()})
+    within = searched[-1]["english_bpb"] <= limit
+    log.info(
+        "merge_with_base auto: English bits per byte %.4f at the start, %.4f trained; merged %.0f%% back: %.4f (%s "
+        "the %.0f%% tolerance)",
+        start_bpb,
+        searched[0]["english_bpb"],
+        100 * applied,
+        searched[-1]["english_bpb"],
+        "within" if within else "still above",
+        100 * tolerance,
+    )
+    return {
+        "weight": applied,
+        "start_english_bpb": start_bpb,
+        "tolerance": tolerance,
+        "within": within,
+        "searched": searched,
+        "merged": counts,
+    }

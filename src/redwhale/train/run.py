@@ -21,9 +21,11 @@ import torch
 import yaml
 from transformers import AutoTokenizer
 
-from redwhale.config.schema import TrainSection
+from redwhale.config.schema import EvalSection, TrainSection
 from redwhale.core.errors import RedwhaleError
 from redwhale.core.io import atomic_write_text
+from redwhale.core.text import heldout_after
+from redwhale.corpus.bundled import python_docs_english
 from redwhale.train.data import INDEX, tokenize_to_shards
 from redwhale.train.loop import Trainer
 
@@ -77,9 +79,15 @@ def train_schedule(
     run_name: str = "redwhale",
     resume: bool = False,
     trust_remote_code: bool = False,
+    english_check: list[str] | None = None,
 ) -> dict[str, Any]:
     """Tokenise (once) and train; the final model is written to ``work/model``. ``resume``: continue from the newest
-    checkpoint in ``work`` (without it, existing checkpoints are an error)."""
+    checkpoint in ``work`` (without it, existing checkpoints are an error). ``english_check``: the English
+    ``merge_with_base: auto`` measures (default: the Python reference's held-out text after what evaluation scores
+    by default)."""
+    if section.merge_with_base == "auto" and english_check is None:
+        english_check = heldout_after(python_docs_english(unit="paragraph"), EvalSection().english_chars,
+                                      section.english_check_chars, seed, heldout_only=False)  # fmt: skip
     korean_dir, english_dir = prepare_data(model_dir, korean, english, work / "data", trust_remote_code)
     processes = local_processes(section)
     if processes > 1 and not inside_launcher():
@@ -94,6 +102,7 @@ def train_schedule(
         run_name,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
+        english_check=english_check,
     )
     return trainer.run(resume=resume)
 
