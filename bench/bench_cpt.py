@@ -261,6 +261,8 @@ def _arm(model, train_section, prepared, work, adapt_s, adapted, korean, english
            "wall_seconds": round(adapt_s + train_s, 1), "training_tokens": summary["tokens"],
            "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
            **result}  # fmt: skip
+    if "merge_search" in summary:  # merge_with_base auto: the weight kept and the English it measured
+        row["merge_search"] = {k: v for k, v in summary["merge_search"].items() if k != "merged"}
     if adapted is not None:
         row.update(size=adapted.chosen_size, added_tokens=adapted.added_tokens)
         row["choice"] = json.loads(adapted.choice.read_text()) if adapted.choice.is_file() else None

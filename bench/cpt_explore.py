@@ -18,7 +18,10 @@ an experiment already there is skipped, so the grid can be interrupted and conti
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
 r17 (the new input and head rows trained in the layer stages, and r16's 80,000 run again beside it on the same
-machine) in ``bench/measured/cpt_explore_r17.jsonl``.
+machine) in ``bench/measured/cpt_explore_r17.jsonl``. r18 (every layer / every parameter of the 80k model at bench_cpt's
+480 s token counts) in ``cpt_explore_r18.jsonl``. r19 (a 2,000-size vocabulary trained in full; every rate at 1e-3;
+the new rows at 3e-3; the models untrained; bench (b) extended after its training; merges of (a) and (b) at 0.3 and
+0.5) in ``cpt_explore_r19.jsonl``.
 """
 
 from __future__ import annotations

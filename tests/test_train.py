@@ -335,3 +335,24 @@ def test_merge_with_base_needs_safetensors_and_a_share_below_one(tmp_path, exten
     with pytest.raises(ConfigError, match="no safetensors"):
         train_schedule(bare, CORPUS, None, cfg, tmp_path / "w")
     assert not (tmp_path / "w" / "model").exists()
+
+
+def test_the_english_auto_merge_checks_is_never_the_english_evaluation_scores(tmp_path, caplog):
+    """english_check: held-out documents after those evaluation scores (none of them, nor a word-for-word copy of
+    one); English inputs with too little held-out text fall back to the Python reference, with a warning."""
+    from redwhale.config.schema import CorpusInput, EnglishSection
+    from redwhale.recipe.phases import english_check, english_heldout
+
+    bundled = EnglishSection()
+    scored = english_heldout(bundled, 20_000, 0)
+    check = english_check(bundled, 20_000, 5_000, 0)
+    # (the scored part may overshoot its 20,000 by one document, of at most 2,000 characters)
+    assert sum(map(len, check)) >= 3_000 and not set(check) & set(scored)
+    assert english_heldout(bundled, 20_000 + 7_000, 0)[: len(scored)] == scored  # the same shuffle, further on
+    small = tmp_path / "en.txt"
+    small.write_text("\n".join(f"Line {i} of a small English file." for i in range(200)), encoding="utf-8")
+    mine = EnglishSection(inputs=[CorpusInput(path=str(small), format="text")], text_unit="line")
+    assert sum(map(len, english_heldout(mine, 50_000, 0))) < 50_000  # all of its held-out text is scored
+    with caplog.at_level("WARNING"):
+        fallback = english_check(mine, 50_000, 5_000, 0)
+    assert fallback == english_check(bundled, 50_000, 5_000, 0) and "Python reference" in caplog.text

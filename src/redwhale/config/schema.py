@@ -379,6 +379,12 @@ class StageSection(Section):
 # +2.4%. At these token counts full fine-tuning merged back beats the default on both scores, and the 80k model
 # trained in full does not learn more Korean than its default schedule: the larger vocabulary's slower steps and
 # untrained rows cost more than the schedule. Not changed yet (see the README's known limits).
+# r19 (cpt_explore_r19.jsonl, the same text): no vocabulary size or rate tried pays at these budgets. A 2,000-size
+# tokenizer (1,720 new tokens, 655 tokens per 1,000 Korean characters) trained in full, 225,280 tokens in 463 s:
+# 2.062 (untrained: 2.785, worse than the base's 2.536, as the base's pieces of each syllable go unused); the 80k
+# model untrained: 2.157 (the calibrated rows), trained in full at 3e-4 1.916, at 1e-3 1.981 (English +137%), with
+# its new rows at 3e-3 2.080. Extending (b)'s trained model afterwards with the 80k tokenizer: 2.086 against its own
+# 1.845 (the init does not carry over what training learned through the base's pieces).
 def default_stages() -> list[StageSection]:
     """The RedWhale schedule: the new input rows, odd layers, even layers, LoRA over the whole model.
 

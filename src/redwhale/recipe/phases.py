@@ -111,11 +111,21 @@ def english_heldout(english: EnglishSection, max_chars: int, seed: int) -> list[
 def english_check(english: EnglishSection, scored_chars: int, chars: int, seed: int) -> list[str]:
     """English for ``train.merge_with_base: auto`` to choose its weight on: the held-out documents that come after the
     ``scored_chars`` :func:`english_heldout` gives evaluation (the same shuffled sample, further on), so that the text
-    the weight is chosen on is never the text forgetting is reported on."""
+    the weight is chosen on is never the text forgetting is reported on. English inputs whose held-out part is all
+    scored leave it to the Python reference (with a warning)."""
+    from redwhale.corpus.bundled import python_docs_english
+
     if english.inputs:
         texts = read_texts(english.inputs, english.text_unit)
-        return heldout_after(texts, scored_chars, chars, seed, english.heldout_fraction, heldout_only=True)
-    from redwhale.corpus.bundled import python_docs_english
+        check = heldout_after(texts, scored_chars, chars, seed, english.heldout_fraction, heldout_only=True)
+        if check:
+            return check
+        log.warning(
+            "train.merge_with_base auto: the English inputs hold no held-out text beyond the %s characters evaluation "
+            "scores; choosing the weight on the Python reference's English instead (more English text, or a "
+            "larger english.heldout_fraction, keeps it on yours)",
+            f"{scored_chars:,}",
+        )
 
     return heldout_after(python_docs_english(unit="paragraph"), scored_chars, chars, seed, heldout_only=False)
 

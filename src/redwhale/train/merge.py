@@ -8,6 +8,10 @@ al. 2024, arXiv 2407.08699) for continual pretraining on a new language. The new
 exception: they have nothing to forget (their starting point is an initialisation, not knowledge), so they keep
 their trained values.
 
+``merge_with_base: auto`` (the default) chooses the weight: English bits per byte are measured on held-out English
+(disjoint from what evaluation scores) before training and after, and the model is merged back by the least of
+0.1 ... 0.5 that brings English within ``train.english_tolerance`` of the start (:func:`merge_within_tolerance`).
+
 Written by hand: mergekit merges saved checkpoints on disk, and this runs on the model in memory at the end of
 training, streaming the starting weights one tensor at a time from their safetensors files (no second model in
 memory, whatever its size).
@@ -43,10 +47,12 @@ def safetensors_index(model_dir: Path) -> dict[str, Path]:
 
 
 @torch.no_grad()
-def merge_with_start(model: torch.nn.Module, start_dir: Path, weight: float, base_rows: int) -> dict[str, int]:
+def merge_with_start(
+    model: torch.nn.Module, start_dir: Path, weight: float, base_rows: int, quiet: bool = False
+) -> dict[str, int]:
     """Move every parameter of ``model`` a share ``weight`` of the way back to its value in ``start_dir``, in place;
     rows from ``base_rows`` on of the input embeddings and of an untied LM head (the new tokens) are left as trained.
-    Returns counts of what was merged."""
+    Returns counts of what was merged (logged unless ``quiet``)."""
     if not 0 <= weight < 1:
         raise ValueError(f"merge weight must be in [0, 1), got {weight}")
     index = safetensors_index(Path(start_dir))
@@ -86,7 +92,7 @@ def merge_with_start(model: torch.nn.Module, start_dir: Path, weight: float, bas
             target.copy_(merged.to(target.dtype))
             counts["tensors"] += 1
             counts["parameters"] += target.numel()
-    log.info(
+    (log.debug if quiet else log.info)(
         "merged %d tensors (%s parameters) %.0f%% of the way back to %s; %d new rows kept as trained",
         counts["tensors"],
         f"{counts['parameters']:,}",
@@ -120,7 +126,7 @@ def merge_within_tolerance(
     for weight in sorted(weights):
         if searched[-1]["english_bpb"] <= limit:
             break
-        counts = merge_with_start(model, start_dir, 1 - (1 - weight) / (1 - applied), base_rows)
+        counts = merge_with_start(model, start_dir, 1 - (1 - weight) / (1 - applied), base_rows, quiet=True)
         applied = weight
         searched.append({"weight": weight, "english_bpb": english_bpb()})
     within = searched[-1]["english_bpb"] <= limit
