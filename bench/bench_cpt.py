@@ -7,7 +7,8 @@ held-out split, 15,000 characters) and English (CPython's reference, 20,000 char
 (a) redwhale with its defaults: the tokenizer phase (sweep, ``tokenizer.size: auto`` for the planned budget, merge),
     the extend phase (``extend`` defaults: calibrated init, ``compare: auto``) and the default stages and shares;
 (b) plain continual pretraining: full fine-tuning of every parameter with the base tokenizer, at its best learning
-    rate in our experiments (3e-4, bench/cpt_explore.py: better than 1e-4 and 1e-3 at these budgets);
+    rate in our experiments (3e-4, bench/cpt_explore.py: better than 1e-4 and 1e-3 at these budgets), not merged back
+    (``merge_with_base: 0``; (a) and (c) keep the recipe's default, ``auto``, its English measurements in their time);
 (c) redwhale at the paper's fixed 20,000-token Korean tokenizer, everything else as (a).
 
 Wall clock counts everything an arm does to produce its model: the tokenizer and extend phases, tokenising the
