@@ -259,11 +259,11 @@ def _training(page: Page, trained: TrainedModel | None, running: bool) -> None:
         )
     if search and not running:
         tried = ", ".join(f"{s['weight']:.0%}: {s['english_bpb']:.4f}" for s in search["searched"])
-        text += (
-            f" train.merge_with_base auto: English bits per byte {search['start_english_bpb']:.4f} at the start, "
-            f"tolerance {search['tolerance']:.0%}; merged back {tried} "
+        text = (
+            f"{text} train.merge_with_base auto: English bits per byte {search['start_english_bpb']:.4f} at the start, "
+            f"tolerance {search['tolerance']:.0%}; after training and each weight tried: {tried} "
             f"({'within' if search['within'] else 'still above the tolerance at the largest weight'})."
-        )
+        ).strip()
     page.section("Training", text)
     if metrics:
         page.image(plot_loss(metrics, stages, page.folder / "loss.png"))
