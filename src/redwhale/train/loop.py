@@ -17,6 +17,7 @@ memory (:mod:`redwhale.core.memory`) and written beside the plan's figure.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -224,11 +225,15 @@ class Trainer:
     def _checks_english(self) -> bool:
         return self.cfg.merge_with_base == "auto" and self.accelerator.is_main_process
 
+    @functools.cached_property
+    def _check_tokenizer(self):
+        return load_tokenizer(str(self.model_dir), trust_remote_code=self.trust_remote_code)
+
     def _english_bpb(self) -> float:
-        """Bits per byte of the model as it is now on ``english_check`` (``merge_with_base: auto``)."""
-        tokenizer = load_tokenizer(str(self.model_dir), trust_remote_code=self.trust_remote_code)
+        """Bits per byte of the model as it is now on ``english_check`` (``merge_with_base: auto``; the tokenizer is
+        loaded once for the start's measurement and the search's)."""
         window = min(1024, self.cfg.sequence_length)
-        return bits_per_byte(self.model, tokenizer, self.english_check, window, window // 2).bits_per_byte
+        return bits_per_byte(self.model, self._check_tokenizer, self.english_check, window, window // 2).bits_per_byte
 
     def _read_summaries(self) -> list[dict[str, Any]]:
         path = self.work / "stages.json"
