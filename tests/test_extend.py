@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from helpers import ENGLISH_LINES, KOREAN_LINES
+from helpers import ENGLISH_LINES, KOREAN_LINES, extend_model
 from redwhale.config.schema import ExtendSection
 from redwhale.core.bpb import _windows, bits_per_byte
-from redwhale.core.errors import RedwhaleError, TokenizerError
+from redwhale.core.errors import DataError, RedwhaleError, TokenizerError
 from redwhale.models.adapt import extend_and_compare
 from redwhale.models.extend import extend, is_tied, save_extended
 from redwhale.models.init import METHODS, bias_direction, decompose, initial_rows
@@ -188,6 +188,26 @@ def test_windowed_scoring_matches_one_pass_when_the_window_is_large(tied_llama_d
         logits = model(ids).logits[0, :-1]
     nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
     assert full.bits_per_byte == pytest.approx(nll / math.log(2) / len(texts[0].encode()), rel=1e-4)
+
+
+@pytest.mark.parametrize("init", ["decomposition", "calibrated"])
+def test_scoring_the_base_rows_of_an_extended_model_is_the_base_model(
+    tmp_path, tied_llama_dir, merged_tokenizer_dir, init
+):
+    """``bits_per_byte(vocab=base size)`` on an extended model gives the base model's own figure on text the merged
+    tokenizer splits into base tokens (English; what ``merge_with_base: auto`` holds English to), and the full softmax
+    a different one (the new rows take some probability); text with new tokens in it is an error, not a silent
+    wrong figure."""
+    base, base_tok = load(tied_llama_dir)
+    extended, merged = load(extend_model(tied_llama_dir, merged_tokenizer_dir, tmp_path / "x", init, KOREAN_LINES * 3))
+    english = ENGLISH_LINES[:4]
+    assert [merged(t).input_ids for t in english] == [base_tok(t).input_ids for t in english]
+    want = bits_per_byte(base, base_tok, english, window=16, stride=8).bits_per_byte
+    got = bits_per_byte(extended, merged, english, window=16, stride=8, vocab=len(base_tok)).bits_per_byte
+    assert got == pytest.approx(want, rel=1e-5)
+    assert bits_per_byte(extended, merged, english, window=16, stride=8).bits_per_byte > want * (1 + 1e-4)
+    with pytest.raises(DataError, match="beyond the first"):
+        bits_per_byte(extended, merged, KOREAN_LINES[3:6], window=16, stride=8, vocab=len(base_tok))
 
 
 def test_extend_writes_a_folder_transformers_loads_alone(tmp_path, tied_llama_dir, merged_tokenizer_dir):

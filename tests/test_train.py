@@ -1,6 +1,7 @@
 """The four-stage engine: selection, frozen parameters, LoRA merge, a full schedule, and bad stage configs."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -298,9 +299,11 @@ def test_auto_merge_takes_the_smallest_weight_that_brings_english_within_toleran
     assert result["weight"] == 0.5 and not result["within"]
 
 
-def test_auto_merge_measures_english_before_and_after_training(tmp_path, extended_tied_dir):
-    """The default (auto) measures the start's English on the text given, before training, and reports the search;
-    the weight it keeps is the first searched within tolerance, or the last searched."""
+def test_auto_merge_measures_english_before_and_after_training(tmp_path, tied_llama_dir, extended_tied_dir, caplog):
+    """The default (auto) measures English on the text given before training: the start's, and the *base model's*
+    (before its vocabulary was extended), which the tolerance is held to; it reports the search, and the weight it
+    keeps is the first searched within tolerance, or the last searched. Check text with new tokens in it cannot score
+    the base, so the start is the reference then, with a warning."""
     from redwhale.core.bpb import bits_per_byte
     from redwhale.core.source import load_tokenizer
 
@@ -310,15 +313,27 @@ def test_auto_merge_measures_english_before_and_after_training(tmp_path, extende
     summary = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w", english_check=english)
     search = summary["merge_search"]
     start = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
-    tokenizer = load_tokenizer(str(extended_tied_dir))
-    expected = bits_per_byte(start, tokenizer, english, 32, 16).bits_per_byte
+    expected = bits_per_byte(start, load_tokenizer(str(extended_tied_dir)), english, 32, 16).bits_per_byte
     assert search["start_english_bpb"] == pytest.approx(expected, rel=1e-4)
-    limit = expected * (1 + cfg.english_tolerance)
+    base = AutoModelForCausalLM.from_pretrained(str(tied_llama_dir))
+    base_bpb = bits_per_byte(base, load_tokenizer(str(tied_llama_dir)), english, 32, 16).bits_per_byte
+    assert search["reference"] == "the base model"
+    assert search["reference_english_bpb"] == pytest.approx(base_bpb, rel=1e-4)
+    assert base_bpb < expected  # the new rows take some probability from English at init: that counts too
+    limit = base_bpb * (1 + cfg.english_tolerance)
     within = [s["weight"] for s in search["searched"] if s["english_bpb"] <= limit]
     assert search["weight"] == (within[0] if within else search["searched"][-1]["weight"])
     assert summary.get("merge_with_base", 0.0) == search["weight"]
     saved = json.loads((tmp_path / "w" / "model" / "training_summary.json").read_text())
     assert saved["merge_search"]["weight"] == search["weight"]
+
+    mixed = [*english, " ".join(KOREAN_LINES[3:8])]
+    with caplog.at_level(logging.WARNING, logger="redwhale.train.loop"):
+        summary = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w2", english_check=mixed)
+    search = summary["merge_search"]
+    assert search["reference"] == "the start"
+    assert search["reference_english_bpb"] == search["start_english_bpb"]
+    assert "holding English to the start's" in caplog.text
 
 
 def test_merge_with_base_needs_safetensors_and_a_share_below_one(tmp_path, extended_tied_dir):

@@ -92,8 +92,13 @@ def document_windows(tokenizer, texts: Sequence[str], window: int, stride: int) 
     return windows, total_bytes, tokens
 
 
-def _head_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    logits = model.get_output_embeddings()(hidden)
+def _head_logits(model, hidden: torch.Tensor, vocab: int | None = None) -> torch.Tensor:
+    head = model.get_output_embeddings()
+    if vocab is None:
+        logits = head(hidden)
+    else:
+        bias = getattr(head, "bias", None)
+        logits = torch.nn.functional.linear(hidden, head.weight[:vocab], None if bias is None else bias[:vocab])
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
@@ -108,8 +113,10 @@ def window_nll(
     head_chunk: int = 1024,
     pad_id: int = 0,
     progress: Progress | None = None,
+    vocab: int | None = None,
 ) -> float:
-    """Sum of negative log-likelihoods (nats) of the scored targets of every window."""
+    """Sum of negative log-likelihoods (nats) of the scored targets of every window (``vocab``: over the first
+    ``vocab`` rows of the LM head only, see :func:`bits_per_byte`)."""
     device = next(model.parameters()).device
     backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
@@ -138,8 +145,10 @@ def window_nll(
             continue
         gathered = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
         target = torch.tensor(targets, device=device)
+        if vocab is not None and int(target.max()) >= vocab:
+            raise DataError(f"the text holds token {int(target.max())}, beyond the first {vocab:,} scored")
         for start in range(0, len(targets), head_chunk):
-            logits = _head_logits(model, gathered[start : start + head_chunk])
+            logits = _head_logits(model, gathered[start : start + head_chunk], vocab)
             total += torch.nn.functional.cross_entropy(
                 logits, target[start : start + head_chunk], reduction="sum"
             ).item()
@@ -155,9 +164,13 @@ def bits_per_byte(
     batch_tokens: int = 4096,
     progress: ProgressFactory | None = None,
     what: str = "bits per byte",
+    vocab: int | None = None,
 ) -> BpbResult:
     """Bits per UTF-8 byte of ``texts`` under ``model`` with ``tokenizer`` (each document from BOS/EOS); with
-    ``progress``, the windows scored are shown as ``what``."""
+    ``progress``, the windows scored are shown as ``what``. ``vocab``: the softmax over the first ``vocab`` rows of
+    the LM head only: on an extended model, ``vocab`` = the base's size scores the base model itself wherever the
+    extension left the base rows as they were (text the merged tokenizer splits into base tokens only, such as
+    English; any other is a :class:`DataError`)."""
     texts = [t for t in texts if t]
     if not texts:
         raise DataError("no text to score")
@@ -168,7 +181,7 @@ def bits_per_byte(
     model.eval()
     bar = progress(what, total=len(windows), unit="window") if progress is not None else None
     try:
-        nll = window_nll(model, windows, batch_tokens, pad_id=tokenizer.pad_token_id or 0, progress=bar)
+        nll = window_nll(model, windows, batch_tokens, pad_id=tokenizer.pad_token_id or 0, progress=bar, vocab=vocab)
     finally:
         model.train(was_training)
         if bar is not None:

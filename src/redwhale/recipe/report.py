@@ -241,6 +241,15 @@ def _memory(stage: dict[str, Any]) -> list[str]:
     ]
 
 
+def _english_reference(search: dict[str, Any]) -> str:
+    """What auto held English to: the base model's figure (an extended model) or the start's (a summary written before
+    the base's was measured holds the start's only)."""
+    start = f"{search['start_english_bpb']:.4f} at the start"
+    if search.get("reference") == "the base model":
+        return f"{search['reference_english_bpb']:.4f} for the base model (the limit's reference), {start}"
+    return start
+
+
 def _training(page: Page, trained: TrainedModel | None, running: bool) -> None:
     if trained is None:
         return page.todo("Training", "train")
@@ -260,8 +269,8 @@ def _training(page: Page, trained: TrainedModel | None, running: bool) -> None:
     if search and not running:
         tried = ", ".join(f"{s['weight']:.0%}: {s['english_bpb']:.4f}" for s in search["searched"])
         text = (
-            f"{text} train.merge_with_base auto: English bits per byte {search['start_english_bpb']:.4f} at the start, "
-            f"tolerance {search['tolerance']:.0%}; after training and each weight tried: {tried} "
+            f"{text} train.merge_with_base auto: English bits per byte {_english_reference(search)}, tolerance "
+            f"{search['tolerance']:.0%}; after training and each weight tried: {tried} "
             f"({'within' if search['within'] else 'still above the tolerance at the largest weight'})."
         ).strip()
     page.section("Training", text)

@@ -37,7 +37,7 @@ from transformers import AutoConfig
 from redwhale.config.schema import TrainSection
 from redwhale.core.bpb import bits_per_byte
 from redwhale.core.environment import malloc_advice, malloc_loaded
-from redwhale.core.errors import ConfigError, RedwhaleError
+from redwhale.core.errors import ConfigError, DataError, RedwhaleError
 from redwhale.core.io import atomic_dir, atomic_write_json
 from redwhale.core.memory import PeakMemory
 from redwhale.core.progress import PROGRESS_FILE, Progress, format_seconds
@@ -197,8 +197,8 @@ class Trainer:
             resume_from = ckpt.latest(self.checkpoints)
         elif ckpt.latest(self.checkpoints) is not None:
             raise RedwhaleError(f"{self.checkpoints} already holds checkpoints: pass --resume to continue from them")
-        # measured before a checkpoint's weights are loaded: the start's English, which auto merges back toward
-        self.start_english = self._english_bpb() if self._checks_english() else None
+        # measured before a checkpoint's weights are loaded: the English auto holds training to
+        self.english_reference = self._english_reference() if self._checks_english() else None
         if resume_from is not None:
             state = ckpt.TrainState.read(resume_from)
             log.info("resuming from %s (stage %s, step %d)", resume_from.name, state.stage_name, state.step)
@@ -229,11 +229,28 @@ class Trainer:
     def _check_tokenizer(self):
         return load_tokenizer(str(self.model_dir), trust_remote_code=self.trust_remote_code)
 
-    def _english_bpb(self) -> float:
+    def _english_bpb(self, vocab: int | None = None) -> float:
         """Bits per byte of the model as it is now on ``english_check`` (``merge_with_base: auto``; the tokenizer is
-        loaded once for the start's measurement and the search's)."""
+        loaded once for the start's measurement and the search's); ``vocab``: the base rows only (the base model)."""
         window = min(1024, self.cfg.sequence_length)
-        return bits_per_byte(self.model, self._check_tokenizer, self.english_check, window, window // 2).bits_per_byte
+        result = bits_per_byte(self.model, self._check_tokenizer, self.english_check, window, window // 2, vocab=vocab)
+        return result.bits_per_byte
+
+    def _english_reference(self) -> dict[str, Any]:
+        """The English bits per byte ``merge_with_base: auto`` keeps training within tolerance of: the base model's
+        (the start with its new vocabulary rows left out of the softmax, exactly the base wherever the extension left
+        the base rows alone), so that the English the new vocabulary costs counts too; the start's when the model was
+        not extended, or when the check text holds new tokens (English with Korean in it, say)."""
+        start = self._english_bpb()
+        reference = {"reference": "the start", "reference_english_bpb": start, "start_english_bpb": start}
+        if self.base_rows < self.model.get_input_embeddings().weight.shape[0]:
+            try:
+                base = self._english_bpb(vocab=self.base_rows)
+            except DataError as error:
+                log.warning("merge_with_base auto: %s; holding English to the start's instead of the base's", error)
+            else:
+                reference.update(reference="the base model", reference_english_bpb=base)
+        return reference
 
     def _read_summaries(self) -> list[dict[str, Any]]:
         path = self.work / "stages.json"
@@ -480,9 +497,11 @@ class Trainer:
         }
         if self.accelerator.is_main_process:  # the process that saves merges (the others' copies are not used)
             if self.cfg.merge_with_base == "auto":
+                reference = self.english_reference
                 search = merge_within_tolerance(self.model, self.model_dir, self.base_rows, self._english_bpb,
-                                                self.start_english, self.cfg.english_tolerance)  # fmt: skip
-                summary["merge_search"] = search
+                                                reference["reference_english_bpb"], self.cfg.english_tolerance,
+                                                reference=reference["reference"])  # fmt: skip
+                summary["merge_search"] = {**search, "start_english_bpb": reference["start_english_bpb"]}
                 if search["merged"] is not None:
                     summary["merge_with_base"], summary["merged"] = search["weight"], search["merged"]
             elif self.cfg.merge_with_base > 0:
