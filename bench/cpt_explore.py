@@ -14,6 +14,9 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py pipeline --out DIR --size 8000 --bench-out B   # the pipeline's model at a size
     python bench/cpt_explore.py score --out DIR --model M [M ...] --bench-out B     # models as they are (untrained)
     python bench/cpt_explore.py extend --out DIR --model M --tokenizer T --bench-out B   # extend a trained model
+    python bench/cpt_explore.py head-init --out DIR --tokenizer T --bench-out B   # output-row inits, untrained
+    python bench/cpt_explore.py dead-mass --out DIR --model M --bench-out B       # probability on replaced pieces
+    python bench/cpt_explore.py english-noise --out DIR --model M --start S       # two English samples' forgetting
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
@@ -489,6 +492,146 @@ def extend_trained(out: Path, model: Path, merged: Path, bench_out: Path, thread
     score_models(out, [target], bench_out, threads)
 
 
+def head_init(out: Path, merged: Path, bench_out: Path, threads: int) -> None:
+    """Why does a small vocabulary start worse than the base (r19: 2.785 against 2.536 untrained at 2,000)? Is it the
+    new tokens' *output* rows? The base SmolLM2 extended with ``merged`` three ways, each scored untrained: the
+    default (``calibrated``: mean of the pieces' head rows, three offsets fitted), the first piece's head row (EEVE's
+    output init) with the same three offsets, and the first piece's row with a fourth offset feature, the log of the
+    token's share of its first piece's count under the base tokenizer (so that P(t) ~ P(first piece) P(t | first
+    piece)). One line each in ``scores.jsonl``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redwhale.core.bpb import document_windows
+    from redwhale.core.source import materialize, resolve
+    from redwhale.models.extend import calibration_data, extend, new_token_strings, save_extended, untie
+    from redwhale.models.init import bias_direction, collect_hidden, decompose, fit_offsets
+
+    torch.set_num_threads(threads)
+    train, korean, english = texts(bench_out)
+    base_dir = materialize(resolve(BASE), None)
+    base_tok, tokenizer = AutoTokenizer.from_pretrained(base_dir), AutoTokenizer.from_pretrained(merged)
+    sample, counts = calibration_data(tokenizer, train, 30_000, 0)  # the extend phase's defaults
+    _, base_counts = calibration_data(base_tok, train, 30_000, 0)  # the same documents, counted by the base
+    size, new = len(base_tok), slice(len(base_tok), len(tokenizer))
+    for variant in ("calibrated", "first_piece", "first_piece_conditional"):
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        if variant == "calibrated":
+            report = extend(model, base_tok, tokenizer, "calibrated", calibration_texts=sample, counts=counts)
+        else:
+            untie(model)
+            report = extend(model, base_tok, tokenizer, "eeve")
+            pieces = decompose(base_tok.backend_tokenizer, new_token_strings(tokenizer, size))
+            log_count = torch.log(counts[new].float() + 1)
+            n_pieces = torch.tensor([max(len(p), 1) for p in pieces], dtype=torch.float32)
+            columns = [torch.ones_like(log_count), log_count - log_count.mean(), n_pieces - n_pieces.mean()]
+            if variant.endswith("conditional"):
+                first = torch.tensor([p[0] if p else 0 for p in pieces])
+                share = log_count - torch.log(base_counts[first].float() + 1)
+                columns.append(share - share.mean())
+            features = torch.stack(columns, 1)
+            windows, _, _ = document_windows(tokenizer, sample, window=1024, stride=1024)
+            hidden, targets = collect_hidden(model.eval(), windows, 2048)
+            head = model.get_output_embeddings().weight
+            theta, before, after = fit_offsets(hidden, targets, head.detach(), size, features)
+            with torch.no_grad():
+                head[new] += (features @ theta)[:, None] * bias_direction(hidden)[None, :]
+            report["calibration"] = {"theta": theta.tolist(), "nll_before": before, "nll_after": after}
+        folder = out / "head-init" / f"{merged.parent.parent.name}-{variant}"
+        save_extended(model, tokenizer, folder, report)
+        result = score(folder, folder / "eval.json", korean, english, base_dir)
+        record = {"experiment": "head-init", "tokenizer": str(merged), "variant": variant,
+                  "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
+                  "calibration_nll": [report["calibration"]["nll_before"], report["calibration"]["nll_after"]]}  # fmt: skip
+        with (out / "scores.jsonl").open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
+def dead_mass(out: Path, model_dir: Path, bench_out: Path, threads: int) -> None:
+    """Does an extended model waste probability on base tokens its tokenizer no longer emits in Korean (the pieces a
+    new token replaced)? On the held-out Korean: the mean probability on base tokens absent from the merged
+    tokenization of 3,000 training documents and of the English held-out text, and the bits per byte if that
+    probability were given to the rest (an upper bound on what lowering those rows could gain). One line in
+    ``scores.jsonl``."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redwhale.models.extend import count_tokens
+
+    torch.set_num_threads(threads)
+    train, korean, english = texts(bench_out)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    size = json.loads((model_dir / "init_report.json").read_text())["base_vocab"]
+    used = (count_tokens(tokenizer, train[:3000]) > 0) | (count_tokens(tokenizer, english) > 0)
+    dead = ~used[:size]
+    bits = bits_renormalised = 0.0
+    n_bytes, masses = 0, []
+    with torch.no_grad():
+        for text in korean:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][:1024]
+            if len(ids) < 2:
+                continue
+            log_p = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].float(), -1)
+            nll = -log_p.gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
+            mass = log_p[:, :size][:, dead].exp().sum(1)
+            masses.append(mass)
+            bits += float(nll.sum()) / math.log(2)
+            bits_renormalised += float((nll + torch.log1p(-mass.clamp(max=1 - 1e-6))).sum()) / math.log(2)
+            n_bytes += len(tokenizer.decode(ids[1:]).encode())
+    record = {"experiment": "dead-mass", "model": str(model_dir), "dead_base_tokens": int(dead.sum()),
+              "mean_dead_mass": float(torch.cat(masses).mean()), "korean_bpb_first_1024": bits / n_bytes,
+              "korean_bpb_renormalised": bits_renormalised / n_bytes}  # fmt: skip
+    with (out / "scores.jsonl").open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+
+
+def english_noise(out: Path, model_dir: Path, start: Path, threads: int) -> None:
+    """How far apart can two held-out English samples put the same model's forgetting? ``model_dir``'s English bits
+    per byte over ``start``'s (both scored per document) on the text ``merge_with_base: auto`` checks (the Python
+    reference's, after the 50,000 characters evaluation scores by default) and on bench_cpt.py's 20,000 evaluation
+    characters, with a bootstrap over documents (2,000 resamples) for each ratio's standard deviation."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redwhale.config.schema import EvalSection
+    from redwhale.core.bpb import bits_per_byte
+    from redwhale.core.text import heldout_after, heldout_sample
+    from redwhale.corpus.bundled import python_docs_english
+
+    torch.set_num_threads(threads)
+    english = lambda: python_docs_english(unit="paragraph")  # noqa: E731
+    samples = {"check": heldout_after(english(), EvalSection().english_chars, 10_000, 0, heldout_only=False),
+               "evaluation": heldout_sample(english(), 20_000, 0, heldout_only=False)}  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    per_doc = {}
+    for name, folder in (("start", start), ("model", model_dir)):
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        for text_name, docs in samples.items():
+            per_doc[name, text_name] = [bits_per_byte(model, tokenizer, [d], 1024, 512).nll_bits for d in docs]
+
+    def ratio(before: list[float], after: list[float], idx) -> float:
+        return sum(after[i] for i in idx) / sum(before[i] for i in idx)
+
+    record = {"experiment": "english-noise", "model": str(model_dir), "start": str(start)}
+    for text_name, docs in samples.items():
+        pair = per_doc["start", text_name], per_doc["model", text_name]
+        rng = random.Random(0)
+        boots = [ratio(*pair, [rng.randrange(len(docs)) for _ in docs]) for _ in range(2000)]
+        mean = sum(boots) / len(boots)
+        sd = (sum((b - mean) ** 2 for b in boots) / len(boots)) ** 0.5
+        record[text_name] = {"documents": len(docs), "ratio": ratio(*pair, range(len(docs))), "bootstrap_sd": sd}
+    with (out / "scores.jsonl").open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+
+
 def pipeline(out: Path, size: int, bench_out: Path) -> None:
     """The extended model the recipe's own tokenizer and extend phases build at ``size`` (bench_cpt.py's ``adapt``, on
     its prepared corpus), linked as ``out/ext-{size}-pipeline`` for the ``*_pipeline`` schedules."""
@@ -517,14 +660,15 @@ def table(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend"])
+    parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend",
+                                         "head-init", "dead-mass", "english-noise"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 to run two grids side by side)")
     parser.add_argument("--model", type=Path, nargs="+", help="merge, extend: the trained model folder; score: models")
-    parser.add_argument("--tokenizer", type=Path, help="extend: the merged tokenizer folder to extend --model with")
-    parser.add_argument("--start", type=Path, help="merge: the model its training started from")
+    parser.add_argument("--tokenizer", type=Path, help="extend, head-init: the merged tokenizer folder")
+    parser.add_argument("--start", type=Path, help="merge, english-noise: the model its training started from")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.5], help="merge: merge_with_base values")
     parser.add_argument("--size", type=int, default=8000, help="pipeline: the tokenizer size (tokens)")
     parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")
@@ -543,6 +687,12 @@ def main() -> None:
         return score_models(args.out, args.model, args.bench_out, args.threads)
     if args.what == "extend":
         return extend_trained(args.out, args.model[0], args.tokenizer, args.bench_out, args.threads)
+    if args.what == "head-init":
+        return head_init(args.out, args.tokenizer, args.bench_out, args.threads)
+    if args.what == "dead-mass":
+        return dead_mass(args.out, args.model[0], args.bench_out, args.threads)
+    if args.what == "english-noise":
+        return english_noise(args.out, args.model[0], args.start, args.threads)
     if args.what == "pipeline":
         return pipeline(args.out, args.size, args.bench_out)
     {"prepare": lambda: prepare(args.out), "probe": lambda: probe(args.out), "table": lambda: table(args.out)}.get(
