@@ -24,7 +24,9 @@ r17 (the new input and head rows trained in the layer stages, and r16's 80,000 r
 machine) in ``bench/measured/cpt_explore_r17.jsonl``. r18 (every layer / every parameter of the 80k model at bench_cpt's
 480 s token counts) in ``cpt_explore_r18.jsonl``. r19 (a 2,000-size vocabulary trained in full; every rate at 1e-3;
 the new rows at 3e-3; the models untrained; bench (b) extended after its training; merges of (a) and (b) at 0.3 and
-0.5) in ``cpt_explore_r19.jsonl``.
+0.5) in ``cpt_explore_r19.jsonl``. r20 (output-row inits of the 2,000 model untrained: ``head-init``; the probability
+it leaves on replaced base pieces: ``dead-mass``; two English samples' forgetting of bench r7's 960 s (a):
+``english-noise``) in ``cpt_explore_r20.jsonl``.
 """
 
 from __future__ import annotations

@@ -538,7 +538,8 @@ class TrainSection(Section):
     # recipe, not an experiment), else the smallest of 0.1 ... 0.5 that brings it back within, measured on English
     # held-out text disjoint from what evaluation scores. The base's figure, not the extended start's: the new rows
     # themselves cost ~0.35% English at init (80k new tokens on SmolLM2), and the user's 3% is against the model they
-    # began with (bench r6 held English to the start and reported +3.05% against the base at 960 s).
+    # began with (bench r6 held English to the start and reported +3.05% against the base at 960 s; r7, held to the
+    # base, +2.82%).
     merge_with_base: float | Literal["auto"] = Field(
         "auto",
         description="after the last stage, move every trained weight this share of the way back to the model "
