@@ -303,7 +303,7 @@ def test_auto_merge_measures_english_before_and_after_training(tmp_path, tied_ll
     """The default (auto) measures English on the text given before training: the start's, and the *base model's*
     (before its vocabulary was extended), which the tolerance is held to; it reports the search, and the weight it
     keeps is the first searched within tolerance, or the last searched. Check text with new tokens in it cannot score
-    the base, so the start is the reference then, with a warning."""
+    the base, so the start is the reference then, with a warning; so is a start trained since its extension."""
     from redwhale.core.bpb import bits_per_byte
     from redwhale.core.source import load_tokenizer
 
@@ -334,6 +334,9 @@ def test_auto_merge_measures_english_before_and_after_training(tmp_path, tied_ll
     assert search["reference"] == "the start"
     assert search["reference_english_bpb"] == search["start_english_bpb"]
     assert "holding English to the start's" in caplog.text
+
+    again = train_schedule(tmp_path / "w" / "model", CORPUS, None, cfg, tmp_path / "w3", english_check=english)
+    assert again["merge_search"]["reference"] == "the start"  # trained since its extension: its base rows moved
 
 
 def test_merge_with_base_needs_safetensors_and_a_share_below_one(tmp_path, extended_tied_dir):

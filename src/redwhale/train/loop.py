@@ -240,10 +240,13 @@ class Trainer:
         """The English bits per byte ``merge_with_base: auto`` keeps training within tolerance of: the base model's
         (the start with its new vocabulary rows left out of the softmax, exactly the base wherever the extension left
         the base rows alone), so that the English the new vocabulary costs counts too; the start's when the model was
-        not extended, or when the check text holds new tokens (English with Korean in it, say)."""
+        not extended, when it was trained since (a redwhale model folder with a training summary: its base rows are
+        no longer the base's), or when the check text holds new tokens (English with Korean in it, say)."""
         start = self._english_bpb()
         reference = {"reference": "the start", "reference_english_bpb": start, "start_english_bpb": start}
-        if self.base_rows < self.model.get_input_embeddings().weight.shape[0]:
+        if (self.model_dir / "training_summary.json").is_file():
+            log.info("merge_with_base auto: %s was trained since its extension; holding English to it", self.model_dir)
+        elif self.base_rows < self.model.get_input_embeddings().weight.shape[0]:
             try:
                 base = self._english_bpb(vocab=self.base_rows)
             except DataError as error:
