@@ -337,6 +337,10 @@ def test_auto_merge_measures_english_before_and_after_training(tmp_path, tied_ll
 
     again = train_schedule(tmp_path / "w" / "model", CORPUS, None, cfg, tmp_path / "w3", english_check=english)
     assert again["merge_search"]["reference"] == "the start"  # trained since its extension: its base rows moved
+    each = cfg.model_copy(update={"save_each_stage": True})
+    train_schedule(extended_tied_dir, CORPUS, None, each, tmp_path / "w4", english_check=english)
+    saved_stage = json.loads((tmp_path / "w4" / "stages" / "all" / "training_summary.json").read_text())
+    assert saved_stage["after"] == "all"  # a stage's model says it was trained, as the final one does
 
 
 def test_merge_with_base_needs_safetensors_and_a_share_below_one(tmp_path, extended_tied_dir):

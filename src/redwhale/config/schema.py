@@ -547,7 +547,8 @@ class TrainSection(Section):
         "most of the forgetting given back); the new vocabulary rows keep their trained values; 0 = off; auto = the "
         "smallest of 0.1, 0.2 ... 0.5 that keeps English bits per byte within english_tolerance of the base "
         "model's (an extended model's with its new rows left out of the softmax, so the vocabulary's own cost counts; "
-        "0 when training already does; 0.5 when none does)",
+        "the start's when the English holds new tokens or the start was trained since its extension; 0 when training "
+        "already does; 0.5 when none does)",
     )
     english_tolerance: float = Field(
         0.03,

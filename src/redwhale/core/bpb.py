@@ -168,9 +168,9 @@ def bits_per_byte(
 ) -> BpbResult:
     """Bits per UTF-8 byte of ``texts`` under ``model`` with ``tokenizer`` (each document from BOS/EOS); with
     ``progress``, the windows scored are shown as ``what``. ``vocab``: the softmax over the first ``vocab`` rows of
-    the LM head only: on an extended model, ``vocab`` = the base's size scores the base model itself wherever the
-    extension left the base rows as they were (text the merged tokenizer splits into base tokens only, such as
-    English; any other is a :class:`DataError`)."""
+    the LM head only: on an extended model, ``vocab`` = the base tokenizer's size scores the base model itself
+    wherever the extension left the base rows as they were (text the merged tokenizer splits into base tokens only,
+    such as English; any other is a :class:`DataError`), less any padding rows the base had beyond its tokenizer."""
     texts = [t for t in texts if t]
     if not texts:
         raise DataError("no text to score")

@@ -239,7 +239,8 @@ class Trainer:
     def _english_reference(self) -> dict[str, Any]:
         """The English bits per byte ``merge_with_base: auto`` keeps training within tolerance of: the base model's
         (the start with its new vocabulary rows left out of the softmax, exactly the base wherever the extension left
-        the base rows alone), so that the English the new vocabulary costs counts too; the start's when the model was
+        the base rows alone, less any rows the base padded its vocabulary with, whose probability is then left out
+        too), so that the English the new vocabulary costs counts too; the start's when the model was
         not extended, when it was trained since (a redwhale model folder with a training summary: its base rows are
         no longer the base's), or when the check text holds new tokens (English with Korean in it, say)."""
         start = self._english_bpb()
@@ -451,7 +452,7 @@ class Trainer:
         if acc.is_main_process:
             atomic_write_json(self.work / "stages.json", self.summaries)
             if self.cfg.save_each_stage:
-                self._save_model(self.work / "stages" / stage.name)
+                self._save_model(self.work / "stages" / stage.name, {"stages": self.summaries, "after": stage.name})
         self._checkpoint(self.model, None, state)
         log.info("stage %s done: %d tokens in %.0f s", stage.name, state.tokens, elapsed)
         return state
@@ -475,9 +476,12 @@ class Trainer:
             ckpt.save(self.checkpoints, model, optimizer, state, self.cfg.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
-    def _save_model(self, out: Path) -> None:
-        """Save the model in the saved dtype with the tokenizer files of the model it started from."""
+    def _save_model(self, out: Path, summary: dict[str, Any]) -> None:
+        """Save the model in the saved dtype with the tokenizer files of the model it started from and ``summary``
+        (``training_summary.json``, in the same atomic write: a folder with the init report but without it would read
+        as an untrained extension to ``merge_with_base: auto``)."""
         with atomic_dir(out) as tmp:
+            atomic_write_json(tmp / "training_summary.json", summary)
             saved = self.model.to(self.precision.saved) if self.model.dtype != self.precision.saved else self.model
             saved.save_pretrained(tmp)
             for path in self.model_dir.iterdir():
@@ -512,7 +516,6 @@ class Trainer:
                 summary["merged"] = merge_with_start(
                     self.model, self.model_dir, self.cfg.merge_with_base, self.base_rows
                 )
-            self._save_model(self.work / "model")
-            atomic_write_json(self.work / "model" / "training_summary.json", summary)
+            self._save_model(self.work / "model", summary)
         self.accelerator.wait_for_everyone()
         return summary

@@ -12,9 +12,11 @@ their trained values.
 (disjoint from what evaluation scores) before training and after, and the model is merged back by the least of
 0.1 ... 0.5 that brings English within ``train.english_tolerance`` of the base model's (:func:`merge_within_tolerance`).
 For an extended model the base's figure is the start's with the new rows left out of the softmax (the extension
-leaves the base rows as they were, so this *is* the base model), so the English the new vocabulary itself costs at
-init (~0.35% on SmolLM2 at 80k new tokens) counts against the tolerance: the user's 3% is against the model they
-started with, not against its extension.
+leaves the base rows as they were, so this *is* the base model, up to rows a base pads its vocabulary with beyond its
+tokenizer, which the new tokens fill), so the English the new vocabulary itself costs at init (~0.35% on SmolLM2 at
+80k new tokens) counts against the tolerance: the user's 3% is against the model they started with, not against its
+extension. The start's own figure is the reference when the check text holds new tokens, or when the start was
+trained since its extension (its base rows are no longer the base's).
 
 Written by hand: mergekit merges saved checkpoints on disk, and this runs on the model in memory at the end of
 training, streaming the starting weights one tensor at a time from their safetensors files (no second model in
