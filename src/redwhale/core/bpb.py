@@ -145,8 +145,6 @@ def window_nll(
             continue
         gathered = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
         target = torch.tensor(targets, device=device)
-        if vocab is not None and int(target.max()) >= vocab:
-            raise DataError(f"the text holds token {int(target.max())}, beyond the first {vocab:,} scored")
         for start in range(0, len(targets), head_chunk):
             logits = _head_logits(model, gathered[start : start + head_chunk], vocab)
             total += torch.nn.functional.cross_entropy(
@@ -177,6 +175,8 @@ def bits_per_byte(
     if not 0 < stride <= window:
         raise ValueError("stride must be in (0, window]")
     windows, total_bytes, tokens = document_windows(tokenizer, texts, window, stride)
+    if vocab is not None and (top := max(max(w.ids) for w in windows)) >= vocab:  # before any forward pass
+        raise DataError(f"the text holds token {top}, beyond the first {vocab:,} scored")
     was_training = model.training
     model.eval()
     bar = progress(what, total=len(windows), unit="window") if progress is not None else None

@@ -508,7 +508,7 @@ class Trainer:
                 search = merge_within_tolerance(self.model, self.model_dir, self.base_rows, self._english_bpb,
                                                 reference["reference_english_bpb"], self.cfg.english_tolerance,
                                                 reference=reference["reference"])  # fmt: skip
-                summary["merge_search"] = {**search, "start_english_bpb": reference["start_english_bpb"]}
+                summary["merge_search"] = {**reference, **search}
                 if search["merged"] is not None:
                     summary["merge_with_base"], summary["merged"] = search["weight"], search["merged"]
             elif self.cfg.merge_with_base > 0:

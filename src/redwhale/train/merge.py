@@ -151,8 +151,6 @@ def merge_within_tolerance(
     )
     return {
         "weight": applied,
-        "reference": reference,
-        "reference_english_bpb": reference_bpb,
         "tolerance": tolerance,
         "within": within,
         "searched": searched,
