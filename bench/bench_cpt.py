@@ -13,7 +13,8 @@ held-out split, 15,000 characters) and English (CPython's reference, 20,000 char
 
 Wall clock counts everything an arm does to produce its model: the tokenizer and extend phases, tokenising the
 training text and training. The training tokens of each arm are set from its stages' tokens/s, measured on its own
-model in a short probe (6 steps per stage, the median of the last 5; not counted), so that the arm ends near the
+model in a short probe (6 steps per stage, the median of the last 5; not counted; it also pays for ``merge_with_base:
+auto``'s longest search, which the run's seconds outside its steps then reserve), so that the arm ends near the
 budget; the table prints the wall clock each arm actually used and names any arm more than 5% off its budget (the
 machine's speed drifts; a 3-step probe once planned arms from 18% short to 11% over), which ``--arms`` reruns.
 (a) plans its vocabulary for the training tokens (c) trained (run first, the same schedule after the same phases), as
@@ -119,7 +120,11 @@ def step_rates(
 ) -> tuple[list[float], float]:
     """Tokens/s of each stage on ``model`` (the median step after the first of a short run) and the seconds a run
     spends outside its steps (tokenising, loading and saving each stage, merging LoRA): the probe's wall clock less
-    its steps' (cached in ``work``), which includes ``merge_with_base: auto``'s English measurements."""
+    its steps' (cached in ``work``). With ``merge_with_base: auto`` the probe holds English to a 0% tolerance, so that
+    it pays for auto's longest search (every weight merged and measured; the real run's may stop sooner, which leaves
+    it under its budget, not over: r7 planned for a probe whose search stopped at once, and (a) ran 40 s over); a
+    weight the probe's search did not reach is reserved at its slowest weight's seconds."""
+    from redwhale.train.merge import AUTO_WEIGHTS
     from redwhale.train.run import train_schedule
 
     cached = work / f"probe-{PROBE_STEPS}.json"
@@ -128,18 +133,21 @@ def step_rates(
         return probed["tokens_per_s"], probed["fixed_seconds"]
     probe = [s.model_copy(update={"tokens": PROBE_STEPS * SEQ * MICRO, "share": None}) for s in stages]
     probe_dir = work / f"probe-{PROBE_STEPS}"
+    train_section = section(probe, None, merge_with_base).model_copy(update={"english_tolerance": 0.0})
     started = time.perf_counter()
-    train_schedule(
-        model, read_texts(prepared.split("train")), None, section(probe, None, merge_with_base), probe_dir, SEED
-    )
+    summary = train_schedule(model, read_texts(prepared.split("train")), None, train_section, probe_dir, SEED)
     elapsed = time.perf_counter() - started
+    searched = summary.get("merge_search", {}).get("searched", [])
+    if searched:
+        missing = len(AUTO_WEIGHTS) + 1 - len(searched)
+        elapsed += missing * max(s["seconds"] for s in searched)
     rows = [json.loads(line) for line in (probe_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
     rates = []
     for stage in probe:
         steps = [r for r in rows if r["stage"] == stage.name][1:]  # the first step pays for allocations
         rates.append(statistics.median(SEQ * MICRO / r["seconds"] for r in steps))
     fixed = max(elapsed - sum(r["seconds"] for r in rows), 0.0)
-    atomic_write_json(cached, {"tokens_per_s": rates, "fixed_seconds": fixed})
+    atomic_write_json(cached, {"tokens_per_s": rates, "fixed_seconds": fixed, "merge_searched": searched})
     shutil.rmtree(probe_dir)  # its model and checkpoints (~1.4 GB an arm): only the rates are kept
     return rates, fixed
 

@@ -1,5 +1,6 @@
 """The four-stage engine: selection, frozen parameters, LoRA merge, a full schedule, and bad stage configs."""
 
+import contextlib
 import json
 import logging
 
@@ -7,11 +8,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+import redwhale.train.loop
 from helpers import KOREAN_LINES, make_tiny_llama
 from redwhale.config.schema import LoraSection, StageSection, Trainable, TrainSection
 from redwhale.config.validation import validate
 from redwhale.core.errors import ConfigError
 from redwhale.train.loop import warmup_cosine
+from redwhale.train.precision import resolve_precision
 from redwhale.train.run import train_schedule
 from redwhale.train.select import select, wrap_lora
 
@@ -30,6 +33,12 @@ def tiny_train(stages, **overrides) -> TrainSection:
     )
     base.update(overrides)
     return TrainSection(**base)
+
+
+def products_as_trained(cfg: TrainSection):
+    """The autocast a CPU run of ``cfg`` trains (and auto measures English) in: bf16 on a CPU with AMX, else none."""
+    precision = resolve_precision("auto", cfg, torch.device("cpu"))
+    return contextlib.nullcontext() if precision.autocast is None else torch.autocast("cpu", dtype=precision.autocast)
 
 
 def stage(name, tokens=256, lr=1e-2, **trainable):
@@ -299,7 +308,9 @@ def test_auto_merge_takes_the_smallest_weight_that_brings_english_within_toleran
     assert result["weight"] == 0.5 and not result["within"]
 
 
-def test_auto_merge_measures_english_before_and_after_training(tmp_path, tied_llama_dir, extended_tied_dir, caplog):
+def test_auto_merge_measures_english_before_and_after_training(
+    tmp_path, tied_llama_dir, extended_tied_dir, caplog, monkeypatch
+):
     """The default (auto) measures English on the text given before training: the start's, and the *base model's*
     (before its vocabulary was extended), which the tolerance is held to; it reports the search, and the weight it
     keeps is the first searched within tolerance, or the last searched. Check text with new tokens in it cannot score
@@ -310,13 +321,22 @@ def test_auto_merge_measures_english_before_and_after_training(tmp_path, tied_ll
     english = ["The quick brown fox jumps over the lazy dog. " * 8, "Python is a programming language. " * 10]
     cfg = tiny_train([stage("all", embeddings="all", lm_head="all", layers="all", norms=True)])
     assert cfg.merge_with_base == "auto"
+    autocast = []  # each measurement's products: those training runs in (bf16 autocast on a CPU with AMX)
+    measure = redwhale.train.loop.bits_per_byte
+    monkeypatch.setattr(
+        "redwhale.train.loop.bits_per_byte",
+        lambda *a, **k: autocast.append(torch.is_autocast_enabled("cpu")) or measure(*a, **k),
+    )
     summary = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w", english_check=english)
+    trains_in_bf16 = resolve_precision("auto", cfg, torch.device("cpu")).autocast is not None
+    assert len(autocast) >= 3 and set(autocast) == {trains_in_bf16}
     search = summary["merge_search"]
     start = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
-    expected = bits_per_byte(start, load_tokenizer(str(extended_tied_dir)), english, 32, 16).bits_per_byte
-    assert search["start_english_bpb"] == pytest.approx(expected, rel=1e-4)
     base = AutoModelForCausalLM.from_pretrained(str(tied_llama_dir))
-    base_bpb = bits_per_byte(base, load_tokenizer(str(tied_llama_dir)), english, 32, 16).bits_per_byte
+    with products_as_trained(cfg):  # auto measures in the precision it trains in
+        expected = bits_per_byte(start, load_tokenizer(str(extended_tied_dir)), english, 32, 16).bits_per_byte
+        base_bpb = bits_per_byte(base, load_tokenizer(str(tied_llama_dir)), english, 32, 16).bits_per_byte
+    assert search["start_english_bpb"] == pytest.approx(expected, rel=1e-4)
     assert search["reference"] == "the base model"
     assert search["reference_english_bpb"] == pytest.approx(base_bpb, rel=1e-4)
     assert base_bpb < expected  # the new rows take some probability from English at init: that counts too
@@ -324,6 +344,10 @@ def test_auto_merge_measures_english_before_and_after_training(tmp_path, tied_ll
     within = [s["weight"] for s in search["searched"] if s["english_bpb"] <= limit]
     assert search["weight"] == (within[0] if within else search["searched"][-1]["weight"])
     assert summary.get("merge_with_base", 0.0) == search["weight"]
+    # what auto cost is recorded (the measurements before training, each weight tried, the search), so that a
+    # budgeted run can plan for it
+    assert search["reference_seconds"] > 0 and all(s["seconds"] > 0 for s in search["searched"])
+    assert search["seconds"] >= sum(s["seconds"] for s in search["searched"])
     saved = json.loads((tmp_path / "w" / "model" / "training_summary.json").read_text())
     assert saved["merge_search"]["weight"] == search["weight"]
 

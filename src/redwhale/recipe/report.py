@@ -250,6 +250,13 @@ def _english_reference(search: dict[str, Any]) -> str:
     return start
 
 
+def _search_cost(search: dict) -> str:
+    """The seconds auto spent measuring English and merging (summaries before they were recorded: nothing)."""
+    if "seconds" not in search:
+        return ""
+    return f"; {search.get('reference_seconds', 0.0) + search['seconds']:.0f} s measuring English and merging"
+
+
 def _training(page: Page, trained: TrainedModel | None, running: bool) -> None:
     if trained is None:
         return page.todo("Training", "train")
@@ -271,7 +278,8 @@ def _training(page: Page, trained: TrainedModel | None, running: bool) -> None:
         text = (
             f"{text} train.merge_with_base auto: English bits per byte {_english_reference(search)}, tolerance "
             f"{search['tolerance']:.0%}; after training and each weight tried: {tried} "
-            f"({'within' if search['within'] else 'still above the tolerance at the largest weight'})."
+            f"({'within' if search['within'] else 'still above the tolerance at the largest weight'})"
+            f"{_search_cost(search)}."
         ).strip()
     page.section("Training", text)
     if metrics:

@@ -26,6 +26,7 @@ memory, whatever its size).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -125,18 +126,21 @@ def merge_within_tolerance(
     """``train.merge_with_base: auto``: merge ``model`` back toward ``start_dir`` by the smallest of ``weights`` at
     which its English bits per byte (``english_bpb()``, on held-out text) is within ``tolerance`` of ``reference_bpb``
     (``reference``'s, on the same text: the base model's, or the start's); none when the trained model already is, the
-    largest when none is. The model is left merged at the weight chosen. Each weight is reached from the last by one
-    more merge (merging a model merged at ``a`` a further share ``s`` back gives ``1 - (1 - a)(1 - s)``), so the search
-    holds one model in memory."""
+    largest when none is. The model is left merged at the weight chosen. ``searched`` gives each weight tried, its
+    English and the seconds it took (its merge and measurement), ``seconds`` the whole search's. Each weight is reached
+    from the last by one more merge (merging a model merged at ``a`` a further share ``s`` back gives
+    ``1 - (1 - a)(1 - s)``), so the search holds one model in memory."""
     limit = reference_bpb * (1 + tolerance)
-    searched = [{"weight": 0.0, "english_bpb": english_bpb()}]
+    started = time.perf_counter()
+    searched = [{"weight": 0.0, "english_bpb": english_bpb(), "seconds": time.perf_counter() - started}]
     applied, counts = 0.0, None
     for weight in sorted(weights):
         if searched[-1]["english_bpb"] <= limit:
             break
+        step = time.perf_counter()
         counts = merge_with_start(model, start_dir, 1 - (1 - weight) / (1 - applied), base_rows, quiet=True)
         applied = weight
-        searched.append({"weight": weight, "english_bpb": english_bpb()})
+        searched.append({"weight": weight, "english_bpb": english_bpb(), "seconds": time.perf_counter() - step})
     within = searched[-1]["english_bpb"] <= limit
     log.info(
         "merge_with_base auto: English bits per byte %.4f for %s, %.4f trained; merged %.0f%% back: %.4f (%s "
@@ -155,4 +159,5 @@ def merge_within_tolerance(
         "within": within,
         "searched": searched,
         "merged": counts,
+        "seconds": time.perf_counter() - started,
     }
