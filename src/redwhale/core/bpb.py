@@ -13,6 +13,7 @@ Windows are batched by length (longest first), and the LM head is applied in chu
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ import torch
 
 from redwhale.core.errors import DataError
 from redwhale.core.progress import Progress, ProgressFactory
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,6 +95,53 @@ def document_windows(tokenizer, texts: Sequence[str], window: int, stride: int) 
     return windows, total_bytes, tokens
 
 
+def _backbone(model):
+    return model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+
+
+@torch.no_grad()
+def _logits_both_ways(model, ids: Sequence[int], vocab: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits for ``ids`` as scoring computes them from the backbone's hidden states, and the model's own."""
+    was_training = model.training
+    model.eval()  # no dropout: the two passes must see the same network
+    try:
+        batch = torch.tensor([list(ids)], device=next(model.parameters()).device)
+        theirs = model(input_ids=batch).logits[0, :, :vocab].float()
+        ours = _head_logits(model, _backbone(model)(input_ids=batch).last_hidden_state[0], vocab)
+    finally:
+        model.train(was_training)
+    return ours, theirs
+
+
+def _same_logits(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
+    # bf16 products round each logit to ~0.4%; a logit scale off 1 by more than ~1% is caught
+    return ours.shape == theirs.shape and bool((ours - theirs).norm() <= 1e-2 * theirs.norm())
+
+
+def head_matches_model(model, ids: Sequence[int], vocab: int | None = None) -> bool:
+    """Whether ``model``'s own logits for ``ids`` (the first ``vocab`` columns) are what scoring computes from its
+    backbone's last hidden states: its LM head, soft-capped where its config says. True of most causal LMs; false of
+    those that also scale their logits (Cohere's ``logit_scale``, Granite's division and HyperCLOVA X's
+    multiplication by ``logits_scaling``, Falcon-H1's ``lm_head_multiplier``) and of remote code doing what no
+    attribute names. Run on the few tokens given, both ways (written by hand: no transformers API says what a model
+    does after its head)."""
+    return _same_logits(*_logits_both_ways(model, ids, vocab))
+
+
+def logit_scale(model, ids: Sequence[int]) -> float:
+    """The factor ``model`` multiplies its LM head's output by to give its logits, measured on ``ids`` (Cohere's
+    ``logit_scale``, 1 / Granite's ``logits_scaling``, ...): 1.0 when its logits are its head's, and when they are
+    not a multiple of it either (logged: nothing a calibration in head units can follow)."""
+    ours, theirs = _logits_both_ways(model, ids, None)
+    if _same_logits(ours, theirs):
+        return 1.0
+    scale = float((ours * theirs).sum() / (ours * ours).sum())
+    if _same_logits(scale * ours, theirs):
+        return scale
+    log.warning("the model's logits are not a multiple of its LM head's output: its head's units are used as they are")
+    return 1.0
+
+
 def _head_logits(model, hidden: torch.Tensor, vocab: int | None = None) -> torch.Tensor:
     head = model.get_output_embeddings()
     if vocab is None:
@@ -114,11 +164,15 @@ def window_nll(
     pad_id: int = 0,
     progress: Progress | None = None,
     vocab: int | None = None,
+    own_head: bool = True,
 ) -> float:
     """Sum of negative log-likelihoods (nats) of the scored targets of every window (``vocab``: over the first
-    ``vocab`` rows of the LM head only, see :func:`bits_per_byte`)."""
+    ``vocab`` rows of the LM head only, see :func:`bits_per_byte`). ``own_head``: logits from the backbone's hidden
+    states at the scored positions only (:func:`head_matches_model` says when that is the model's own); else from
+    the model's forward pass, every position's (in batches of at most 1,024 tokens)."""
     device = next(model.parameters()).device
-    backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    backbone = _backbone(model)
+    batch_tokens = batch_tokens if own_head else min(batch_tokens, 1024)
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
     total = 0.0
     i = 0
@@ -134,7 +188,9 @@ def window_nll(
         for row, w in enumerate(batch):
             ids[row, : len(w.ids)] = torch.tensor(w.ids)
             mask[row, : len(w.ids)] = 1
-        hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        forward = backbone if own_head else model
+        out = forward(input_ids=ids.to(device), attention_mask=mask.to(device))
+        hidden = out.last_hidden_state if own_head else out.logits
         rows, cols, targets = [], [], []
         for row, w in enumerate(batch):
             for pos in range(max(w.score_from, 1), len(w.ids)):
@@ -146,7 +202,8 @@ def window_nll(
         gathered = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
         target = torch.tensor(targets, device=device)
         for start in range(0, len(targets), head_chunk):
-            logits = _head_logits(model, gathered[start : start + head_chunk], vocab)
+            chunk = gathered[start : start + head_chunk]
+            logits = _head_logits(model, chunk, vocab) if own_head else chunk[:, :vocab].float()
             total += torch.nn.functional.cross_entropy(
                 logits, target[start : start + head_chunk], reduction="sum"
             ).item()
@@ -181,7 +238,11 @@ def bits_per_byte(
     model.eval()
     bar = progress(what, total=len(windows), unit="window") if progress is not None else None
     try:
-        nll = window_nll(model, windows, batch_tokens, pad_id=tokenizer.pad_token_id or 0, progress=bar, vocab=vocab)
+        own_head = head_matches_model(model, windows[0].ids[:8], vocab)
+        if not own_head:
+            log.info("scoring with the model's own forward pass: its logits are not its LM head's (a logit scale?)")
+        pad = tokenizer.pad_token_id or 0
+        nll = window_nll(model, windows, batch_tokens, pad_id=pad, progress=bar, vocab=vocab, own_head=own_head)
     finally:
         model.train(was_training)
         if bar is not None:

@@ -22,7 +22,9 @@ A Llama head has no bias, so the offset is written into the rows through a *bias
 ``S`` the mean and covariance of the final hidden states ``h`` on the calibration text,
 ``v = (S + lambda I)^-1 mu / (mu^T (S + lambda I)^-1 mu)`` makes ``h . v`` close to 1 with the least variance, so
 ``w_t + b_t v`` adds about ``b_t`` to the logit. On SmolLM2 ``h . v`` is 1.00 +- 0.02 on Korean text. For a tied
-model the same shift reaches the input row too; it is small next to the row (a few percent of its norm).
+model the same shift reaches the input row too; it is small next to the row (a few percent of its norm). A model that
+multiplies its head's output by a scale (Cohere, Granite, measured by :func:`redwhale.core.bpb.logit_scale`) is
+fitted on ``h`` times that scale, so that the offsets are offsets of its own logits.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 
 import torch
 
-from redwhale.core.bpb import document_windows
+from redwhale.core.bpb import document_windows, logit_scale
 from redwhale.core.errors import RedwhaleError
 from redwhale.core.progress import ProgressFactory, no_file_progress
 
@@ -304,6 +306,11 @@ def calibrate(
     windows, _, _ = document_windows(tokenizer, texts, window=1024, stride=1024)
     with progress("calibration", total=max_positions, unit="position") as bar:
         hidden, targets = collect_hidden(model, windows, max_positions, bar)
+    # a model that scales its head's output (Cohere, Granite) has logits of s * (h . w): fitting on s * h keeps the
+    # likelihood the model's own, and offsets along a direction with (s * h) . v ~ 1 are offsets of its own logits
+    if (scale := logit_scale(model, windows[0].ids[:8])) != 1.0:
+        log.info("calibration: the model multiplies its LM head's output by %.4g; fitted on its own logits", scale)
+        hidden = hidden * scale
     head = model.get_output_embeddings().weight
     direction = bias_direction(hidden)
     features = offset_features(counts, pieces)

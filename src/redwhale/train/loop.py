@@ -35,7 +35,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig
 
 from redwhale.config.schema import TrainSection
-from redwhale.core.bpb import bits_per_byte
+from redwhale.core.bpb import bits_per_byte, head_matches_model
 from redwhale.core.environment import malloc_advice, malloc_loaded
 from redwhale.core.errors import ConfigError, DataError, RedwhaleError
 from redwhale.core.io import atomic_dir, atomic_write_json
@@ -147,6 +147,7 @@ class Trainer:
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.to(self.device)
+        self.plain_head = self._plain_head()
         self.korean = PackedBlocks(korean_data, cfg.sequence_length)
         self.english = PackedBlocks(english_data, cfg.sequence_length) if english_data else None
         if self.english is None and any(s.english_share > 0 for s in cfg.stages):
@@ -264,6 +265,17 @@ class Trainer:
         reference["reference_seconds"] = time.perf_counter() - started
         return reference
 
+    def _plain_head(self) -> bool:
+        """Whether the model's logits are its LM head's output, checked on a few tokens while its weights are still
+        of one dtype (a soft-cap or a logit scale the fused loss does not know of, in remote code say, makes the model
+        compute its loss itself); weights not loaded here (a process of a sharded launch) trust the config."""
+        if any(p.device.type == "meta" for p in self.model.parameters()):
+            return True
+        if head_matches_model(self.model, range(1, 9)):
+            return True
+        log.warning("the model's logits are not its LM head's output: training with its own loss (not the fused one)")
+        return False
+
     def _read_summaries(self) -> list[dict[str, Any]]:
         path = self.work / "stages.json"
         return json.loads(path.read_text()) if path.is_file() else []
@@ -298,7 +310,7 @@ class Trainer:
             group.setdefault("initial_lr", group["lr"])
         per_step = micro * accum * cfg.sequence_length * acc.num_processes
         total_steps = math.ceil(cfg.stage_tokens()[index] / per_step)
-        wrapped = acc.prepare(CausalLMLoss(model))
+        wrapped = acc.prepare(CausalLMLoss(model, plain_head=self.plain_head))
         if cfg.compile:
             wrapped = torch.compile(wrapped)
         state = ckpt.TrainState(

@@ -116,14 +116,32 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         )
 
 
+# config attributes by which transformers' causal LMs change their logits after the head (soft-capping: Gemma 2 and
+# later; a scale: Cohere, Granite (divides), HyperCLOVA X (multiplies), Falcon-H1): the fused loss computes the head's
+# own logits only, so such a model computes its loss itself
+LOGIT_SCALES = ("logit_scale", "logits_scaling", "lm_head_multiplier", "output_multiplier")
+
+
+def transforms_logits(config) -> bool:
+    """Whether ``config`` (or its ``text_config``) names a soft-cap or a scale applied to the logits after the head."""
+    configs = [c for c in (config, getattr(config, "text_config", None)) if c is not None]
+    return any(
+        getattr(c, "final_logit_softcapping", None)
+        or any(getattr(c, name, None) not in (None, 1) for name in LOGIT_SCALES)
+        for c in configs
+    )
+
+
 def fused_loss_supported(model: nn.Module) -> bool:
-    """True for causal LMs whose head is a plain bias-free linear layer without logit soft-capping."""
+    """True for causal LMs whose head is a plain bias-free linear layer whose output are the logits (no soft-cap or
+    scale after it that the config names; a trainer also checks the model's own logits once, see
+    :func:`redwhale.core.bpb.head_matches_model`)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
     return (
         isinstance(head, nn.Linear)
         and head.bias is None
-        and not getattr(base.config, "final_logit_softcapping", None)
+        and not transforms_logits(base.config)
         and hasattr(base, "get_decoder")
     )
 
@@ -133,11 +151,12 @@ class CausalLMLoss(nn.Module):
     :class:`ChunkedLinearCrossEntropy` when the model allows it and by the model itself otherwise. Wrapping keeps the
     loss inside the module that DDP (or FSDP) sees, so gradient synchronisation works as usual."""
 
-    def __init__(self, model: nn.Module, chunk: int | None = None):
+    def __init__(self, model: nn.Module, chunk: int | None = None, plain_head: bool = True):
         super().__init__()
         self.model = model
         self.chunk = chunk  # None: chunk_tokens() for the device
-        self.fused = fused_loss_supported(model)
+        # plain_head: False when the caller found the model's logits are not its head's output (head_matches_model)
+        self.fused = plain_head and fused_loss_supported(model)
 
     def forward(self, input_ids: torch.Tensor, **model_kwargs) -> torch.Tensor:
         if not self.fused:
