@@ -634,6 +634,69 @@ def english_noise(out: Path, model_dir: Path, start: Path, threads: int) -> None
     print(json.dumps(record), flush=True)
 
 
+def auto_further(out: Path, arm: Path, weights: list[float], bench_out: Path, threads: int) -> None:
+    """A bench_cpt.py arm (``--model <out>/budget-960/a``) whose ``merge_with_base: auto`` stopped at its largest
+    weight still above the tolerance: the search continued from its model to ``weights`` (global, as auto's) with
+    the trainer's own pieces (``merge_within_tolerance``, the default check text, its window, the bf16 autocast a
+    run on this CPU measures in, the reference the run measured), and the model it keeps scored on bench_cpt.py's own
+    held-out text; one line in ``auto_further.jsonl``. What the longer search gives *that* training run: a rerun's
+    probe would reserve the longer search and train a few seconds less."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_cpt import SEQ, prepared_corpus
+    from bench_cpt import score as bench_score
+    from redwhale.config.schema import EnglishSection, EvalSection, TrainSection
+    from redwhale.core.bpb import bits_per_byte
+    from redwhale.core.environment import cpu_native_bf16
+    from redwhale.core.source import load_tokenizer
+    from redwhale.core.text import heldout_after
+    from redwhale.corpus.bundled import python_docs_english
+    from redwhale.recipe.phases import english_heldout, korean_heldout
+    from redwhale.train.merge import merge_within_tolerance
+
+    torch.set_num_threads(threads)
+    trained, start = arm / "train" / "model", arm / "extend" / "model"
+    search = json.loads((trained / "training_summary.json").read_text())["merge_search"]
+    applied = search["weight"]
+    base_rows = json.loads((start / "init_report.json").read_text())["base_vocab"]
+    model = AutoModelForCausalLM.from_pretrained(trained, dtype=torch.float32)
+    tokenizer = load_tokenizer(str(trained))
+    check = heldout_after(python_docs_english(unit="paragraph"), EvalSection().english_chars,
+                          TrainSection().english_check_chars, 0, heldout_only=False)  # fmt: skip
+    window = min(1024, SEQ)
+
+    def english() -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_native_bf16()):
+            return bits_per_byte(model, tokenizer, check, window, window // 2).bits_per_byte
+
+    further = [1 - (1 - w) / (1 - applied) for w in weights if w > applied]  # from the model merged at ``applied``
+    result = merge_within_tolerance(model, start, base_rows, english, search["reference_english_bpb"],
+                                    search["tolerance"], further, reference=search["reference"])  # fmt: skip
+    kept = 1 - (1 - applied) * (1 - result["weight"])
+    work = out / "auto-further" / f"{arm.parent.name}-{arm.name}"
+    shutil.rmtree(work, ignore_errors=True)
+    model.save_pretrained(work)
+    for path in trained.iterdir():
+        if path.is_file() and path.suffix != ".safetensors" and path.name not in ("config.json",):
+            shutil.copy2(path, work / path.name)
+    prepared = prepared_corpus(bench_out)
+    scored = bench_score(work, korean_heldout(prepared, 15_000, 0), english_heldout(EnglishSection(), 20_000, 0),
+                         work / "eval.json")  # fmt: skip
+    record = {"arm": str(arm), "stopped_at": applied, "reference_english_bpb": search["reference_english_bpb"],
+              "bench_last_searched": search["searched"][-1],
+              "searched": [{**s, "weight": 1 - (1 - applied) * (1 - s["weight"])} for s in result["searched"]],
+              "weight": kept, "within": result["within"], **scored}  # fmt: skip
+    with (out / "auto_further.jsonl").open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+    for path in work.glob("*.safetensors"):
+        path.unlink()
+
+
 def pipeline(out: Path, size: int, bench_out: Path) -> None:
     """The extended model the recipe's own tokenizer and extend phases build at ``size`` (bench_cpt.py's ``adapt``, on
     its prepared corpus), linked as ``out/ext-{size}-pipeline`` for the ``*_pipeline`` schedules."""
@@ -663,7 +726,7 @@ def table(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend",
-                                         "head-init", "dead-mass", "english-noise"])  # fmt: skip
+                                         "head-init", "dead-mass", "english-noise", "auto-further"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
@@ -695,6 +758,8 @@ def main() -> None:
         return dead_mass(args.out, args.model[0], args.bench_out, args.threads)
     if args.what == "english-noise":
         return english_noise(args.out, args.model[0], args.start, args.threads)
+    if args.what == "auto-further":
+        return auto_further(args.out, args.model[0], args.weights, args.bench_out, args.threads)
     if args.what == "pipeline":
         return pipeline(args.out, args.size, args.bench_out)
     {"prepare": lambda: prepare(args.out), "probe": lambda: probe(args.out), "table": lambda: table(args.out)}.get(

@@ -292,7 +292,7 @@ def test_auto_merge_takes_the_smallest_weight_that_brings_english_within_toleran
         measure = lambda: 1.0 + 0.2 * float((dict(model.named_parameters())[name].detach() - start[name]).norm() / gap)  # noqa: E731
         return model, merge_within_tolerance(model, extended_untied_dir, base_rows, measure, 1.0, tolerance)
 
-    model, result = searched(0.13)  # needs (1 - w) <= 0.65: 0.4 is the first weight of 0.1 ... 0.5
+    model, result = searched(0.13)  # needs (1 - w) <= 0.65: 0.4 is the first weight of 0.1 ... 0.9
     assert result["weight"] == 0.4 and result["within"]
     assert [s["weight"] for s in result["searched"]] == [0.0, 0.1, 0.2, 0.3, 0.4]
     direct = AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
@@ -304,8 +304,10 @@ def test_auto_merge_takes_the_smallest_weight_that_brings_english_within_toleran
     model, result = searched(0.25)
     assert result["weight"] == 0.0 and result["merged"] is None and result["within"]
     assert all(torch.equal(p, trained[k]) for k, p in model.named_parameters())
-    _, result = searched(0.01)
-    assert result["weight"] == 0.5 and not result["within"]
+    _, result = searched(0.05)  # needs (1 - w) <= 0.25: beyond half way back, 0.8
+    assert result["weight"] == 0.8 and result["within"]
+    _, result = searched(0.01)  # needs (1 - w) <= 0.05: none of them; the last is kept
+    assert result["weight"] == 0.9 and not result["within"] and len(result["searched"]) == 10
 
 
 def test_auto_merge_measures_english_before_and_after_training(

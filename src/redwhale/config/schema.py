@@ -535,20 +535,21 @@ class TrainSection(Section):
     # noise). At bench_cpt.py's 480 s (~200k tokens, r19: cpt_explore_r19.jsonl) the default forgets more (+5.8%) and
     # merging it back 0.3 / 0.5 gives 1.969 / 1.993 Korean, English +2.4% / +1.0%. So the default is ``auto``: no
     # merge while English stays within english_tolerance of the base model's (3%: the figure issue 13 asks of the
-    # recipe, not an experiment), else the smallest of 0.1 ... 0.5 that brings it back within, measured on English
+    # recipe, not an experiment), else the smallest of 0.1 ... 0.9 that brings it back within, measured on English
     # held-out text disjoint from what evaluation scores. The base's figure, not the extended start's: the new rows
     # themselves cost ~0.35% English at init (80k new tokens on SmolLM2), and the user's 3% is against the model they
     # began with (bench r6 held English to the start and reported +3.05% against the base at 960 s; r7, held to the
-    # base, +2.82%).
+    # base, +2.82%). Up to 0.9, not 0.5: bench r8's 960 s arm trained 17% more tokens than r7's, was still 0.1% above
+    # the tolerance at 0.5 and scored +3.12% English; the tolerance is the user's, so the search goes on until it holds.
     merge_with_base: float | Literal["auto"] = Field(
         "auto",
         description="after the last stage, move every trained weight this share of the way back to the model "
         "training started from (linear merging, as WiSE-FT and Branch-and-Merge: most of the new language kept, "
         "most of the forgetting given back); the new vocabulary rows keep their trained values; 0 = off; auto = the "
-        "smallest of 0.1, 0.2 ... 0.5 that keeps English bits per byte within english_tolerance of the base "
+        "smallest of 0.1, 0.2 ... 0.9 that keeps English bits per byte within english_tolerance of the base "
         "model's (an extended model's with its new rows left out of the softmax, so the vocabulary's own cost counts; "
         "the start's when the English holds new tokens or the start was trained since its extension; 0 when training "
-        "already does; 0.5 when none does)",
+        "already does; 0.9 when none does)",
     )
     english_tolerance: float = Field(
         0.03,

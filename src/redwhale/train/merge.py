@@ -10,7 +10,7 @@ their trained values.
 
 ``merge_with_base: auto`` (the default) chooses the weight: English bits per byte are measured on held-out English
 (disjoint from what evaluation scores) before training and after, and the model is merged back by the least of
-0.1 ... 0.5 that brings English within ``train.english_tolerance`` of the base model's (:func:`merge_within_tolerance`).
+0.1 ... 0.9 that brings English within ``train.english_tolerance`` of the base model's (:func:`merge_within_tolerance`).
 For an extended model the base's figure is the start's with the new rows left out of the softmax (the extension
 leaves the base rows as they were, so this *is* the base model, up to rows a base pads its vocabulary with beyond its
 tokenizer, which the new tokens fill), so the English the new vocabulary itself costs at init (~0.35% on SmolLM2 at
@@ -110,7 +110,7 @@ def merge_with_start(
     return counts
 
 
-AUTO_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5)
+AUTO_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def merge_within_tolerance(
