@@ -128,8 +128,7 @@ def step_rates(
     from redwhale.train.run import train_schedule
 
     cached = work / f"probe-{PROBE_STEPS}.json"
-    if cached.is_file():
-        probed = json.loads(cached.read_text())
+    if cached.is_file() and "merge_searched" in (probed := json.loads(cached.read_text())):  # else: before r8's reserve
         return probed["tokens_per_s"], probed["fixed_seconds"]
     probe = [s.model_copy(update={"tokens": PROBE_STEPS * SEQ * MICRO, "share": None}) for s in stages]
     probe_dir = work / f"probe-{PROBE_STEPS}"
@@ -138,9 +137,9 @@ def step_rates(
     summary = train_schedule(model, read_texts(prepared.split("train")), None, train_section, probe_dir, SEED)
     elapsed = time.perf_counter() - started
     searched = summary.get("merge_search", {}).get("searched", [])
-    if searched:
+    if searched:  # a weight not reached: at the slowest merged weight's seconds (the measurement's if none merged)
         missing = len(AUTO_WEIGHTS) + 1 - len(searched)
-        elapsed += missing * max(s["seconds"] for s in searched)
+        elapsed += missing * max(s["seconds"] for s in searched[1:] or searched)
     rows = [json.loads(line) for line in (probe_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
     rates = []
     for stage in probe:

@@ -22,7 +22,8 @@ from helpers import ENGLISH_LINES, KOREAN_LINES
 from redwhale.config.schema import StageSection, Trainable, TrainSection
 from redwhale.core.bpb import bits_per_byte, document_windows, head_matches_model, logit_scale
 from redwhale.models.init import calibrate
-from redwhale.train.loss import CausalLMLoss, fused_loss_supported
+from redwhale.train.loss import CausalLMLoss, ChunkedLinearCrossEntropy, fused_loss_supported
+from redwhale.train.precision import resolve_precision
 from redwhale.train.run import train_schedule
 
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
@@ -102,10 +103,16 @@ def own_mean_nll(model, windows) -> float:
     return total / count
 
 
-def test_a_plain_head_is_recognised(tied_llama_dir):
+def test_a_plain_head_is_recognised(tied_llama_dir, monkeypatch):
     model = AutoModelForCausalLM.from_pretrained(str(tied_llama_dir))
     assert head_matches_model(model, list(range(1, 9)))
     assert fused_loss_supported(model)
+    checks = []  # once per model: a perplexity filter scores document after document
+    monkeypatch.setattr("redwhale.core.bpb.head_matches_model", lambda *a: checks.append(1) or True)
+    tokenizer = AutoTokenizer.from_pretrained(str(tied_llama_dir))
+    for text in ENGLISH_LINES[:3]:
+        bits_per_byte(model, tokenizer, [text], window=16, stride=8)
+    assert len(checks) == 1
 
 
 @pytest.mark.parametrize("kind", ["granite", "cohere", "remote"])
@@ -119,7 +126,7 @@ def test_the_training_loss_is_the_models_own_when_it_scales_its_logits(kind):
     assert loss.item() == pytest.approx(model(input_ids=ids, labels=ids).loss.item(), rel=1e-5)
 
 
-def test_training_a_model_that_scales_its_logits(tmp_path, bpe_tokenizer_dir):
+def test_training_a_model_that_scales_its_logits(tmp_path, bpe_tokenizer_dir, monkeypatch):
     """End to end: a Granite folder trains (with its own loss: the fused one would train logits 4x too large) and
     ``merge_with_base: auto`` measures its English as the model itself scores it."""
     tokenizer = AutoTokenizer.from_pretrained(str(bpe_tokenizer_dir))
@@ -134,7 +141,12 @@ def test_training_a_model_that_scales_its_logits(tmp_path, bpe_tokenizer_dir):
     )
     cfg = TrainSection(stages=[everything], sequence_length=32, micro_batch_size=2, grad_accum=2, tensorboard=False)
     corpus = [f"{line} {i}" for i in range(20) for line in KOREAN_LINES]
+    fused = []
+    monkeypatch.setattr(ChunkedLinearCrossEntropy, "apply", lambda *a: fused.append(1))
     summary = train_schedule(tmp_path / "granite", corpus, None, cfg, tmp_path / "w", english_check=english)
-    start = sum(own_nll_bits(model, ids[t]) for t in english) / sum(len(t.encode()) for t in english)
+    assert not fused  # the model's own loss, every step
+    precision = resolve_precision("auto", cfg, torch.device("cpu"))  # auto measures in the precision it trains in
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.autocast is not None):
+        start = sum(own_nll_bits(model, ids[t]) for t in english) / sum(len(t.encode()) for t in english)
     assert summary["merge_search"]["start_english_bpb"] == pytest.approx(start, rel=1e-3)
     assert all(math.isfinite(s["final_loss"]) for s in summary["stages"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -128,6 +129,19 @@ def head_matches_model(model, ids: Sequence[int], vocab: int | None = None) -> b
     return _same_logits(*_logits_both_ways(model, ids, vocab))
 
 
+_OWN_HEAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _scores_with_own_head(model, ids: Sequence[int]) -> bool:
+    """:func:`head_matches_model`, once per model object (what a model does after its head is its architecture's,
+    not its weights': a perplexity filter scoring document after document checks once)."""
+    if model not in _OWN_HEAD:
+        _OWN_HEAD[model] = head_matches_model(model, ids)
+        if not _OWN_HEAD[model]:
+            log.info("scoring with the model's own forward pass: its logits are not its LM head's (a logit scale?)")
+    return _OWN_HEAD[model]
+
+
 def logit_scale(model, ids: Sequence[int]) -> float:
     """The factor ``model`` multiplies its LM head's output by to give its logits, measured on ``ids`` (Cohere's
     ``logit_scale``, 1 / Granite's ``logits_scaling``, ...): 1.0 when its logits are its head's, and when they are
@@ -169,7 +183,7 @@ def window_nll(
     """Sum of negative log-likelihoods (nats) of the scored targets of every window (``vocab``: over the first
     ``vocab`` rows of the LM head only, see :func:`bits_per_byte`). ``own_head``: logits from the backbone's hidden
     states at the scored positions only (:func:`head_matches_model` says when that is the model's own); else from
-    the model's forward pass, every position's (in batches of at most 1,024 tokens)."""
+    the model's forward pass, every position's (batches of at most 1,024 tokens, or one longer window)."""
     device = next(model.parameters()).device
     backbone = _backbone(model)
     batch_tokens = batch_tokens if own_head else min(batch_tokens, 1024)
@@ -189,7 +203,7 @@ def window_nll(
             ids[row, : len(w.ids)] = torch.tensor(w.ids)
             mask[row, : len(w.ids)] = 1
         forward = backbone if own_head else model
-        out = forward(input_ids=ids.to(device), attention_mask=mask.to(device))
+        out = forward(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
         hidden = out.last_hidden_state if own_head else out.logits
         rows, cols, targets = [], [], []
         for row, w in enumerate(batch):
@@ -199,10 +213,10 @@ def window_nll(
                 targets.append(w.ids[pos])
         if not targets:
             continue
-        gathered = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+        rows_at, cols_at = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
         target = torch.tensor(targets, device=device)
-        for start in range(0, len(targets), head_chunk):
-            chunk = gathered[start : start + head_chunk]
+        for start in range(0, len(targets), head_chunk):  # gathered a chunk at a time: logits are vocabulary-wide
+            chunk = hidden[rows_at[start : start + head_chunk], cols_at[start : start + head_chunk]]
             logits = _head_logits(model, chunk, vocab) if own_head else chunk[:, :vocab].float()
             total += torch.nn.functional.cross_entropy(
                 logits, target[start : start + head_chunk], reduction="sum"
@@ -238,9 +252,7 @@ def bits_per_byte(
     model.eval()
     bar = progress(what, total=len(windows), unit="window") if progress is not None else None
     try:
-        own_head = head_matches_model(model, windows[0].ids[:8], vocab)
-        if not own_head:
-            log.info("scoring with the model's own forward pass: its logits are not its LM head's (a logit scale?)")
+        own_head = _scores_with_own_head(model, windows[0].ids[:8])
         pad = tokenizer.pad_token_id or 0
         nll = window_nll(model, windows, batch_tokens, pad_id=pad, progress=bar, vocab=vocab, own_head=own_head)
     finally:

@@ -268,12 +268,13 @@ class Trainer:
     def _plain_head(self) -> bool:
         """Whether the model's logits are its LM head's output, checked on a few tokens while its weights are still
         of one dtype (a soft-cap or a logit scale the fused loss does not know of, in remote code say, makes the model
-        compute its loss itself); weights not loaded here (a process of a sharded launch) trust the config."""
-        if any(p.device.type == "meta" for p in self.model.parameters()):
-            return True
+        compute its loss itself). Every process loads the whole model and checks it, so all agree."""
         if head_matches_model(self.model, range(1, 9)):
             return True
-        log.warning("the model's logits are not its LM head's output: training with its own loss (not the fused one)")
+        log.warning(
+            "the model's logits are not its LM head's output: training with its own loss, not the fused one (the "
+            "memory plan assumed the fused loss: the model's own holds micro-batch x sequence x vocabulary logits)"
+        )
         return False
 
     def _read_summaries(self) -> list[dict[str, Any]]:

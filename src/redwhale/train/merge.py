@@ -142,7 +142,8 @@ def merge_within_tolerance(
         applied = weight
         searched.append({"weight": weight, "english_bpb": english_bpb(), "seconds": time.perf_counter() - step})
     within = searched[-1]["english_bpb"] <= limit
-    log.info(
+    log.log(
+        logging.INFO if within else logging.WARNING,
         "merge_with_base auto: English bits per byte %.4f for %s, %.4f trained; merged %.0f%% back: %.4f (%s "
         "the %.0f%% tolerance)",
         reference_bpb,
