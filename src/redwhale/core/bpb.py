@@ -96,7 +96,8 @@ def document_windows(tokenizer, texts: Sequence[str], window: int, stride: int) 
     return windows, total_bytes, tokens
 
 
-def _backbone(model):
+def backbone(model):
+    """The model without its LM head (its decoder), whose last hidden states the head reads."""
     return model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
 
 
@@ -108,7 +109,7 @@ def _logits_both_ways(model, ids: Sequence[int], vocab: int | None) -> tuple[tor
     try:
         batch = torch.tensor([list(ids)], device=next(model.parameters()).device)
         theirs = model(input_ids=batch).logits[0, :, :vocab].float()
-        ours = _head_logits(model, _backbone(model)(input_ids=batch).last_hidden_state[0], vocab)
+        ours = _head_logits(model, backbone(model)(input_ids=batch).last_hidden_state[0], vocab)
     finally:
         model.train(was_training)
     return ours, theirs
@@ -132,9 +133,10 @@ def head_matches_model(model, ids: Sequence[int], vocab: int | None = None) -> b
 _OWN_HEAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _scores_with_own_head(model, ids: Sequence[int]) -> bool:
+def scores_with_own_head(model, ids: Sequence[int]) -> bool:
     """:func:`head_matches_model`, once per model object (what a model does after its head is its architecture's,
-    not its weights': a perplexity filter scoring document after document checks once)."""
+    not its weights': a perplexity filter scoring document after document checks once, a trainer checking its model
+    before training and scoring its English after, once)."""
     if model not in _OWN_HEAD:
         _OWN_HEAD[model] = head_matches_model(model, ids)
         if not _OWN_HEAD[model]:
@@ -185,7 +187,7 @@ def window_nll(
     states at the scored positions only (:func:`head_matches_model` says when that is the model's own); else from
     the model's forward pass, every position's (batches of at most 1,024 tokens, or one longer window)."""
     device = next(model.parameters()).device
-    backbone = _backbone(model)
+    decoder = backbone(model)
     batch_tokens = batch_tokens if own_head else min(batch_tokens, 1024)
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
     total = 0.0
@@ -202,7 +204,7 @@ def window_nll(
         for row, w in enumerate(batch):
             ids[row, : len(w.ids)] = torch.tensor(w.ids)
             mask[row, : len(w.ids)] = 1
-        forward = backbone if own_head else model
+        forward = decoder if own_head else model
         out = forward(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
         hidden = out.last_hidden_state if own_head else out.logits
         rows, cols, targets = [], [], []
@@ -252,7 +254,7 @@ def bits_per_byte(
     model.eval()
     bar = progress(what, total=len(windows), unit="window") if progress is not None else None
     try:
-        own_head = _scores_with_own_head(model, windows[0].ids[:8])
+        own_head = scores_with_own_head(model, windows[0].ids[:8])
         pad = tokenizer.pad_token_id or 0
         nll = window_nll(model, windows, batch_tokens, pad_id=pad, progress=bar, vocab=vocab, own_head=own_head)
     finally:

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from redwhale.core.bpb import document_windows, logit_scale
+from redwhale.core.bpb import backbone, document_windows, logit_scale
 from redwhale.core.errors import RedwhaleError
 from redwhale.core.progress import ProgressFactory, no_file_progress
 
@@ -268,12 +268,12 @@ def collect_hidden(model, windows, max_positions: int, bar=None) -> tuple[torch.
     """Final hidden states before each scored target of ``windows`` and the targets, at most ``max_positions``
     (``bar``: a :class:`~redwhale.core.progress.Progress` over positions)."""
     device = next(model.parameters()).device
-    backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    decoder = backbone(model)
     hidden, targets = [], []
     total = 0
     for window in windows:
         ids = torch.tensor([window.ids], device=device)
-        states = backbone(input_ids=ids).last_hidden_state[0]
+        states = decoder(input_ids=ids).last_hidden_state[0]
         positions = list(range(max(window.score_from, 1), len(window.ids)))
         hidden.append(states[[p - 1 for p in positions]].float().cpu())
         targets.append(torch.tensor([window.ids[p] for p in positions]))

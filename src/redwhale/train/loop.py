@@ -35,7 +35,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig
 
 from redwhale.config.schema import TrainSection
-from redwhale.core.bpb import bits_per_byte, head_matches_model
+from redwhale.core.bpb import bits_per_byte, scores_with_own_head
 from redwhale.core.environment import malloc_advice, malloc_loaded
 from redwhale.core.errors import ConfigError, DataError, RedwhaleError
 from redwhale.core.io import atomic_dir, atomic_write_json
@@ -269,7 +269,7 @@ class Trainer:
         """Whether the model's logits are its LM head's output, checked on a few tokens while its weights are still
         of one dtype (a soft-cap or a logit scale the fused loss does not know of, in remote code say, makes the model
         compute its loss itself). Every process loads the whole model and checks it, so all agree."""
-        if head_matches_model(self.model, range(1, 9)):
+        if scores_with_own_head(self.model, range(1, 9)):  # the English checks reuse the answer
             return True
         log.warning(
             "the model's logits are not its LM head's output: training with its own loss, not the fused one (the "
