@@ -31,6 +31,13 @@ arm would train slower than the one before it (``bench/bench_process_age.py``). 
     python bench/bench_cpt.py --resume [--out DIR]                 # only the arms a stopped run has no row for
 
 Each arm's row is saved as the arm ends (an arm that fails later loses none).
+
+At equal training tokens instead (the issue's GPU arm: 10^7 tokens each on SmolLM2 in bf16, a regime 100x beyond
+this CPU): ``--tokens N`` trains every arm N tokens, no probe and no wall-clock plan ((a) plans its vocabulary for N);
+the table still prints each arm's seconds. ``bench/device_cpt.sh`` packs what a GPU machine without a network needs
+(the base model as a ``.gguf``, wheels, the prepared corpus) and runs it there:
+
+    python bench/bench_cpt.py --tokens 10000000 --sequence-length 1024 --micro-batch 16 --record R.json
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import shutil
 import statistics
 import time
@@ -261,6 +269,32 @@ def _arm_b(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, 
     return row
 
 
+def run_tokens(
+    tokens: int, prepared: PreparedCorpus, heldout, base_dir: Path, out: Path, arms: set[str] | None = None, on_row=None
+) -> dict[str, dict]:
+    """The three arms at ``tokens`` training tokens each (the GPU arm: equal tokens, no probe, no wall-clock plan):
+    (a) and (c) with the default stages' shares of ``tokens`` ((a) plans its vocabulary for them), (b) one full
+    stage of ``tokens``; (a) and (b) first (a run cut short keeps the comparison). ``arms`` and ``on_row`` as in
+    :func:`run_budget`."""
+    on_row = on_row or (lambda arm, row: None)
+    korean, english = heldout
+    work = out / (f"tokens-{tokens}" if SEED == 0 else f"seed-{SEED}/tokens-{tokens}")
+    todo = [arm for arm in "abc" if arms is None or arm in arms]  # the comparison the issue asks for first
+    rows: dict[str, dict] = {}
+    for arm in todo:
+        shutil.rmtree(work / arm, ignore_errors=True)
+        if arm == "b":
+            train_section = section([full_stage(tokens)], None, 0.0)
+            rows[arm] = _arm(base_dir, train_section, prepared, work / arm, 0.0, None, korean, english)
+        else:
+            size = TokenizerSection(size=20_000) if arm == "c" else TokenizerSection()
+            model, adapted, adapt_s = adapt(arm, size, tokens, prepared, work / arm)
+            rows[arm] = _arm(model, section(default_stages(), tokens), prepared, work / arm, adapt_s, adapted,
+                             korean, english)  # fmt: skip
+        on_row(arm, rows[arm])
+    return rows
+
+
 def _arm(model, train_section, prepared, work, adapt_s, adapted, korean, english) -> dict:
     summary, train_s = train(model, train_section, prepared, work)
     result = score(work / "train" / "model", korean, english, work / "eval.json")
@@ -277,6 +311,11 @@ def _arm(model, train_section, prepared, work, adapt_s, adapted, korean, english
     return row
 
 
+def budget_label(key: str) -> str:
+    """A row's budget: ``480`` (seconds) or ``tokens-10000000`` (:func:`run_tokens`)."""
+    return f"{int(key.split('-')[1]):,} tokens" if key.startswith("tokens-") else f"{key} s"
+
+
 def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
     print("\n| budget | arm | vocabulary added | adapt s | train s | wall s | training tokens | Korean bits/byte "
           "| English bits/byte | English vs base | tokens / 1000 Korean chars |")  # fmt: skip
@@ -284,22 +323,24 @@ def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
     print(f"| - | base SmolLM2-135M | 0 | - | - | - | 0 | {base['korean_bpb']:.4f} | {base['english_bpb']:.4f} "
           f"| +0.00% | {base['tokens_per_1000_korean_chars']:.0f} |")  # fmt: skip
     for budget, rows in results.items():
-        for arm in ("a", "b", "c"):
+        for arm in (arm for arm in "abc" if arm in rows):
             r = rows[arm]
             english = (r["english_bpb"] / base["english_bpb"] - 1) * 100
-            print(f"| {budget} s | {ARMS[arm]} | {r.get('added_tokens', 0):,} | {r['adapt_seconds']:.0f} "
+            print(f"| {budget_label(budget)} | {ARMS[arm]} | {r.get('added_tokens', 0):,} | {r['adapt_seconds']:.0f} "
                   f"| {r['train_seconds']:.0f} | {r['wall_seconds']:.0f} | {r['training_tokens']:,} "
                   f"| {r['korean_bpb']:.4f} | {r['english_bpb']:.4f} | {english:+.2f}% "
                   f"| {r['tokens_per_1000_korean_chars']:.0f} |")  # fmt: skip
     for budget, rows in results.items():
-        for arm in ("a", "b", "c"):
+        for arm in (arm for arm in "abc" if arm in rows and not budget.startswith("tokens-")):
             off = rows[arm]["wall_seconds"] / float(budget) - 1
             if abs(off) > WALL_TOLERANCE:
                 print(f"{budget} s: {ARMS[arm]} used {rows[arm]['wall_seconds']:.0f} s ({off:+.0%}): not at equal "
                       f"compute; rerun it with --budgets {budget} --arms {arm}")  # fmt: skip
+        if "a" not in rows or "b" not in rows:
+            continue
         a, b = rows["a"], rows["b"]
         print(
-            f"{budget} s: (a) Korean {a['korean_bpb']:.4f} vs (b) {b['korean_bpb']:.4f} "
+            f"{budget_label(budget)}: (a) Korean {a['korean_bpb']:.4f} vs (b) {b['korean_bpb']:.4f} "
             f"({'<=' if a['korean_bpb'] <= b['korean_bpb'] else '>'}, target <=); (a) English "
             f"{(a['english_bpb'] / base['english_bpb'] - 1) * 100:+.2f}% (target <= +3%); tokens per Korean char "
             f"{a['tokens_per_1000_korean_chars'] / b['tokens_per_1000_korean_chars']:.2f}x (b)'s (target <= 0.5x)"
@@ -307,9 +348,10 @@ def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
         # fmt: skip
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[480.0, 960.0], help="wall-clock seconds per arm")
+    parser.add_argument("--tokens", type=int, help="instead of --budgets: every arm trains this many tokens (GPU arm)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/redwhale-bench-cpt"))
     parser.add_argument("--korean-chars", type=int, default=15_000, help="held-out Korean scored (characters)")
     parser.add_argument("--english-chars", type=int, default=20_000, help="held-out English scored (characters)")
@@ -322,12 +364,21 @@ def main() -> None:
         "--resume", action="store_true", help="run only the arms missing from the JSON (a run that stopped part way)"
     )
     parser.add_argument("--seed", type=int, default=0, help="another seed (its JSON is cpt-seed<N>.json): the noise")
-    args = parser.parse_args()
+    parser.add_argument("--base", default=BASE, help="the base model: an alias, a .gguf file, a folder or a Hub id")
+    parser.add_argument("--corpus", type=Path, default=CORPUS, help="raw Korean JSONL (read once, into --out/prepare)")
+    parser.add_argument("--sequence-length", type=int, default=SEQ, help="tokens per block, every arm")
+    parser.add_argument("--micro-batch", type=int, default=MICRO, help="blocks per step, every arm")
+    parser.add_argument("--record", type=Path, help="the JSON's path (default: bench/measured/cpt[-seed<N>].json)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     malloc = rerun_with_fast_malloc()  # glibc's malloc slows each arm after the first (README, known limits)
-    global SEED
-    SEED = args.seed
-    if not CORPUS.is_file():
-        raise SystemExit(f"needs {CORPUS} (see ../shared/data/PROVENANCE.md)")
+    global SEED, BASE, CORPUS, SEQ, MICRO
+    SEED, BASE, CORPUS, SEQ, MICRO = args.seed, args.base, args.corpus, args.sequence_length, args.micro_batch
+    if not CORPUS.is_file() and not (args.out / "prepared.json").is_file():
+        raise SystemExit(f"needs {CORPUS} (see ../shared/data/PROVENANCE.md), or a prepared corpus in {args.out}")
     setup_logging()
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -337,27 +388,33 @@ def main() -> None:
     base_dir = materialize(resolve(BASE), None)
     base = score(base_dir, *heldout, args.out / "eval-base.json")
     name = "cpt.json" if SEED == 0 else f"cpt-seed{SEED}.json"
-    target = args.out / name if args.smoke else HERE / "measured" / name
+    target = args.record or (args.out / name if args.smoke else HERE / "measured" / name)
     arms = set(args.arms) if args.arms else None
     if (arms or args.resume) and not target.is_file():
         raise SystemExit(f"--arms and --resume continue an earlier run: no {target}")
     results = json.loads(target.read_text())["budgets"] if arms or args.resume else {}
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
     def save(budget_key: str, arm: str, row: dict) -> None:
         if arms:
             row["rerun"] = True
-        results.setdefault(budget_key, {})[arm] = row
+        results.setdefault(budget_key, {})[arm] = row  # "python": the English held out is its version's pydoc topics
         record = {"base": base, "budgets": results, "cpu_threads": torch.get_num_threads(), "seed": SEED,
-                  "malloc": malloc, "cpu_bf16_products": cpu_native_bf16()}  # fmt: skip
+                  "malloc": malloc, "cpu_bf16_products": cpu_native_bf16(), "device": device,
+                  "sequence_length": SEQ, "micro_batch": MICRO,
+                  "python": platform.python_version()}  # fmt: skip
         atomic_write_json(target, record)
 
-    for budget in args.budgets:
-        key = f"{budget:.0f}"
+    keys = [f"tokens-{args.tokens}"] if args.tokens else [f"{budget:.0f}" for budget in args.budgets]
+    for key in keys:
         todo = arms if arms else set(ARMS) - set(results.get(key, {})) if args.resume else None
         if todo == set():
             continue
-        run_budget(budget, prepared, heldout, base_dir, args.out, todo, results.get(key),
-                   lambda arm, row, key=key: save(key, arm, row))  # fmt: skip
+        on_row = lambda arm, row, key=key: save(key, arm, row)  # noqa: E731
+        if args.tokens:
+            run_tokens(args.tokens, prepared, heldout, base_dir, args.out, todo, on_row)
+        else:
+            run_budget(float(key), prepared, heldout, base_dir, args.out, todo, results.get(key), on_row)
     print_table(base, results)
 
 
