@@ -23,11 +23,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/rw-gpu}
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
-# our dependencies the image lacks (transformers: it holds 5.17, we need >= 5.20). datatrove's wheel travels without
-# its 18 MB URL blacklist (its URL filter, which the bench never runs); datasets and lm-eval stay behind (the corpus
-# travels prepared, and the bench scores no benchmark)
+# our dependencies the image lacks or may hold in another version (transformers: it holds 5.17, we need >= 5.20;
+# peft: the version tested here). datatrove's wheel travels without its 18 MB URL blacklist (its URL filter, which
+# the bench never runs); datasets and lm-eval stay behind (the corpus travels prepared; the bench scores no benchmark)
 WHEELS="transformers pydantic pydantic_core annotated-types typing-inspection gguf orjson ftfy wcwidth torch-optimi
-        datatrove loguru dill multiprocess"
+        datatrove loguru dill multiprocess peft"
 STRIP_WHEEL='import sys, zipfile
 src, dst, drop = sys.argv[1], sys.argv[2], b"assets/url_filter"
 with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
@@ -69,7 +69,7 @@ prepared_corpus(Path('$bench_out'))"
 
 setup() {
     test -d .gpu/one || { echo "no .gpu/one: carry it (pack it here first)" >&2; exit 2; }
-    rm -rf "$WORK" && mkdir -p "$WORK"
+    rm -rf "$WORK/site" && mkdir -p "$WORK"  # a record of finished arms (a machine still warm) is kept
     if [ "${SKIP_WHEELS:-0}" != 1 ]; then
         $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .gpu/one/whl/*.whl
     fi
