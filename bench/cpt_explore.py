@@ -17,6 +17,7 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py head-init --out DIR --tokenizer T --bench-out B   # output-row inits, untrained
     python bench/cpt_explore.py dead-mass --out DIR --model M --bench-out B       # probability on replaced pieces
     python bench/cpt_explore.py english-noise --out DIR --model M --start S       # two English samples' forgetting
+    python bench/cpt_explore.py distill --out DIR --model M --bench-out B --steps 52 --lr 3e-3 --tokens 40960
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
@@ -26,7 +27,8 @@ machine) in ``bench/measured/cpt_explore_r17.jsonl``. r18 (every layer / every p
 the new rows at 3e-3; the models untrained; bench (b) extended after its training; merges of (a) and (b) at 0.3 and
 0.5) in ``cpt_explore_r19.jsonl``. r20 (output-row inits of the 2,000 model untrained: ``head-init``; the probability
 it leaves on replaced base pieces: ``dead-mass``; two English samples' forgetting of bench r7's 960 s (a):
-``english-noise``) in ``cpt_explore_r20.jsonl``.
+``english-noise``) in ``cpt_explore_r20.jsonl``. r21 (``auto-further``) in ``cpt_explore_r21.jsonl``. r22 (the new
+input rows distilled toward the base's hidden states in stage 1's place, ``distill``) in ``cpt_explore_r22.jsonl``.
 """
 
 from __future__ import annotations
@@ -697,6 +699,100 @@ def auto_further(out: Path, arm: Path, weights: list[float], bench_out: Path, th
         path.unlink()
 
 
+def _aligned_pairs(offsets, base_offsets) -> tuple[list[int], list[int]]:
+    """Positions where both tokenizations end a token at the same character with the next token starting after it
+    (a Korean character the base splits into two byte pieces ends at its second piece)."""
+    base_end = {}
+    for j, (_, end) in enumerate(base_offsets):
+        if j + 1 == len(base_offsets) or base_offsets[j + 1][0] >= end:
+            base_end[end] = j
+    pairs = [(i, base_end[end]) for i, (_, end) in enumerate(offsets) if end in base_end]
+    return [i for i, _ in pairs], [j for _, j in pairs]
+
+
+def distill(out: Path, model_dir: Path, bench_out: Path, steps: int, lr: float, stage_tokens: int, threads: int):
+    """r22: do the new tokens' *input* rows hold the extended model back? (Scaling them to the base rows' norm was
+    worth 1.1%, ``default_stages``.) Trains only the new input rows of ``model_dir`` (an untied extended model) so that
+    its last hidden state at each position matches the base model's after the same text in base pieces (squared error
+    over the teacher's, at positions where both tokenizations end a token at the same character), ``steps`` documents
+    of up to 512 new tokens; scores it untrained; then trains it with the default schedule's last three stages at
+    ``stage_tokens`` each (the distillation in stage 1's place), and the default's four stages from ``model_dir``
+    beside it. One line each in ``distill.jsonl``: held-out Korean disjoint from bench_cpt.py's, unmerged."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redwhale.config.schema import TrainSection, default_stages
+    from redwhale.core.source import materialize, resolve
+    from redwhale.train.run import train_schedule
+
+    torch.set_num_threads(threads)
+    train, korean, english = texts(bench_out)
+    base_dir = materialize(resolve(BASE), None)
+    base_tok, tok = AutoTokenizer.from_pretrained(base_dir), AutoTokenizer.from_pretrained(model_dir)
+    teacher = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval().requires_grad_(False)
+    student = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval().requires_grad_(False)
+    rows = student.get_input_embeddings().weight
+    assert rows is not student.get_output_embeddings().weight, "an untied extended model (extend.input_norm: base)"
+    rows.requires_grad_(True)
+    rows.register_hook(lambda g: torch.cat([torch.zeros_like(g[: len(base_tok)]), g[len(base_tok) :]]))
+    optimizer = torch.optim.Adam([rows], lr=lr)
+    documents = random.Random(0).sample(train, min(len(train), 4 * steps))
+    started, losses, done = time.perf_counter(), [], 0
+    for text in documents:
+        if done == steps:
+            break
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True, truncation=True, max_length=512)
+        text = text[: enc["offset_mapping"][-1][1]] if enc["input_ids"] else ""
+        base_enc = base_tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        mine, theirs = _aligned_pairs(enc["offset_mapping"], base_enc["offset_mapping"])
+        if len(mine) < 16:
+            continue
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad():
+                target = teacher.model(torch.tensor([base_enc["input_ids"]])).last_hidden_state[0, theirs].float()
+            hidden = student.model(torch.tensor([enc["input_ids"]])).last_hidden_state[0, mine].float()
+        loss = ((hidden - target) ** 2).sum(-1).mean() / (target**2).sum(-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        done += 1
+    seconds = time.perf_counter() - started
+    rows.requires_grad_(False)
+    folder = out / "distill" / f"lr{lr:g}-steps{steps}"
+    student.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    runs = [("distilled, untrained", folder, [])]
+    later = [s.model_copy(update={"tokens": stage_tokens, "share": None}) for s in default_stages()]
+    runs += [("distilled + odd, even, LoRA", folder, later[1:]), ("default four stages", model_dir, later)]
+    records = out / "distill.jsonl"
+    done = (
+        {(r["name"], r["model"]) for r in map(json.loads, records.read_text().splitlines())}
+        if records.is_file()
+        else set()
+    )
+    for name, model, stages in runs:
+        if (name, str(model)) in done:  # the default's four stages: once for every distillation tried
+            continue
+        trained, summary = model, {"stages": []}
+        if stages:
+            section = TrainSection(tokens=None, sequence_length=SEQ, micro_batch_size=MICRO, checkpoint_every=100_000,
+                                   tensorboard=False, merge_with_base=0.0, stages=stages)  # fmt: skip
+            work = out / "distill" / (f"{folder.name}-trained" if model == folder else "default-trained")
+            summary = train_schedule(Path(model), train, None, section, work)
+            trained = work / "model"
+        result = score(trained, Path(str(trained) + "-eval.json"), korean, english, base_dir)
+        record = {"experiment": "distill", "name": name, "model": str(model), "lr": lr, "steps": steps,
+                  "distill_seconds": round(seconds, 1), "distill_loss_first_last": [losses[0], losses[-1]],
+                  "stages": [{k: s[k] for k in ("stage", "tokens", "seconds")} for s in summary["stages"]],
+                  "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}  # fmt: skip
+        with records.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
 def pipeline(out: Path, size: int, bench_out: Path) -> None:
     """The extended model the recipe's own tokenizer and extend phases build at ``size`` (bench_cpt.py's ``adapt``, on
     its prepared corpus), linked as ``out/ext-{size}-pipeline`` for the ``*_pipeline`` schedules."""
@@ -726,7 +822,7 @@ def table(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend",
-                                         "head-init", "dead-mass", "english-noise", "auto-further"])  # fmt: skip
+                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
@@ -736,6 +832,8 @@ def main() -> None:
     parser.add_argument("--start", type=Path, help="merge, english-noise: the model its training started from")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.5], help="merge: merge_with_base values")
     parser.add_argument("--size", type=int, default=8000, help="pipeline: the tokenizer size (tokens)")
+    parser.add_argument("--steps", type=int, default=40, help="distill: documents (one a step)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="distill: the new input rows' rate")
     parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")
     parser.add_argument("--bench-out", type=Path, default=None, help="bench_cpt.py's --out: its corpus, disjoint text")
     args = parser.parse_args()
@@ -762,6 +860,8 @@ def main() -> None:
         return auto_further(args.out, args.model[0], args.weights, args.bench_out, args.threads)
     if args.what == "pipeline":
         return pipeline(args.out, args.size, args.bench_out)
+    if args.what == "distill":
+        return distill(args.out, args.model[0], args.bench_out, args.steps, args.lr, args.tokens, args.threads)
     {"prepare": lambda: prepare(args.out), "probe": lambda: probe(args.out), "table": lambda: table(args.out)}.get(
         args.what, lambda: run(args.out, args.grid, args.tokens, args.bench_out, args.threads, args.keep_model)
     )()
