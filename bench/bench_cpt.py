@@ -350,8 +350,9 @@ def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[480.0, 960.0], help="wall-clock seconds per arm")
-    parser.add_argument("--tokens", type=int, help="instead of --budgets: every arm trains this many tokens (GPU arm)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--budgets", type=float, nargs="+", default=[480.0, 960.0], help="wall-clock seconds per arm")
+    mode.add_argument("--tokens", type=int, help="instead of --budgets: every arm trains this many tokens (GPU arm)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/redwhale-bench-cpt"))
     parser.add_argument("--korean-chars", type=int, default=15_000, help="held-out Korean scored (characters)")
     parser.add_argument("--english-chars", type=int, default=20_000, help="held-out English scored (characters)")
@@ -368,7 +369,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="raw Korean JSONL (read once, into --out/prepare)")
     parser.add_argument("--sequence-length", type=int, default=SEQ, help="tokens per block, every arm")
     parser.add_argument("--micro-batch", type=int, default=MICRO, help="blocks per step, every arm")
-    parser.add_argument("--record", type=Path, help="the JSON's path (default: bench/measured/cpt[-seed<N>].json)")
+    parser.add_argument(
+        "--record", type=Path, help="the JSON's path (default: bench/measured/cpt[-tokens][-seed<N>].json)"
+    )
     return parser.parse_args()
 
 
@@ -387,34 +390,43 @@ def main() -> None:
     heldout = (korean, english_heldout(EnglishSection(), args.english_chars, 0))
     base_dir = materialize(resolve(BASE), None)
     base = score(base_dir, *heldout, args.out / "eval-base.json")
-    name = "cpt.json" if SEED == 0 else f"cpt-seed{SEED}.json"
+    suffix = "" if SEED == 0 else f"-seed{SEED}"
+    name = f"cpt-tokens{suffix}.json" if args.tokens is not None else f"cpt{suffix}.json"  # the two modes kept apart
     target = args.record or (args.out / name if args.smoke else HERE / "measured" / name)
     arms = set(args.arms) if args.arms else None
     if (arms or args.resume) and not target.is_file():
         raise SystemExit(f"--arms and --resume continue an earlier run: no {target}")
-    results = json.loads(target.read_text())["budgets"] if arms or args.resume else {}
+    earlier = json.loads(target.read_text()) if arms or args.resume else {}
+    for field, value in (("sequence_length", SEQ), ("micro_batch", MICRO)):  # absent from records before r9
+        if earlier.get(field, value) != value:
+            raise SystemExit(f"{target} was measured with {field} {earlier[field]}, not {value}: rows would mix")
+    results = earlier.get("budgets", {})
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
     def save(budget_key: str, arm: str, row: dict) -> None:
         if arms:
             row["rerun"] = True
-        results.setdefault(budget_key, {})[arm] = row  # "python": the English held out is its version's pydoc topics
+        results.setdefault(budget_key, {})[arm] = row
+        # "python": the English held out is that version's pydoc topics
         record = {"base": base, "budgets": results, "cpu_threads": torch.get_num_threads(), "seed": SEED,
                   "malloc": malloc, "cpu_bf16_products": cpu_native_bf16(), "device": device,
                   "sequence_length": SEQ, "micro_batch": MICRO,
                   "python": platform.python_version()}  # fmt: skip
         atomic_write_json(target, record)
 
-    keys = [f"tokens-{args.tokens}"] if args.tokens else [f"{budget:.0f}" for budget in args.budgets]
-    for key in keys:
+    if args.tokens is not None:
+        keys = [(f"tokens-{args.tokens}", None)]
+    else:
+        keys = [(f"{budget:.0f}", budget) for budget in args.budgets]
+    for key, budget in keys:
         todo = arms if arms else set(ARMS) - set(results.get(key, {})) if args.resume else None
         if todo == set():
             continue
         on_row = lambda arm, row, key=key: save(key, arm, row)  # noqa: E731
-        if args.tokens:
+        if budget is None:
             run_tokens(args.tokens, prepared, heldout, base_dir, args.out, todo, on_row)
         else:
-            run_budget(float(key), prepared, heldout, base_dir, args.out, todo, results.get(key), on_row)
+            run_budget(budget, prepared, heldout, base_dir, args.out, todo, results.get(key), on_row)
     print_table(base, results)
 
 

@@ -701,12 +701,13 @@ def auto_further(out: Path, arm: Path, weights: list[float], bench_out: Path, th
 
 def _aligned_pairs(offsets, base_offsets) -> tuple[list[int], list[int]]:
     """Positions where both tokenizations end a token at the same character with the next token starting after it
-    (a Korean character the base splits into two byte pieces ends at its second piece)."""
-    base_end = {}
-    for j, (_, end) in enumerate(base_offsets):
-        if j + 1 == len(base_offsets) or base_offsets[j + 1][0] >= end:
-            base_end[end] = j
-    pairs = [(i, base_end[end]) for i, (_, end) in enumerate(offsets) if end in base_end]
+    (a character split into byte pieces ends at its last piece, in either tokenization)."""
+
+    def ends(spans) -> dict[int, int]:
+        return {end: i for i, (_, end) in enumerate(spans) if i + 1 == len(spans) or spans[i + 1][0] >= end}
+
+    mine, theirs = ends(offsets), ends(base_offsets)
+    pairs = sorted((i, theirs[end]) for end, i in mine.items() if end in theirs)
     return [i for i, _ in pairs], [j for _, j in pairs]
 
 
@@ -718,10 +719,8 @@ def distill(out: Path, model_dir: Path, bench_out: Path, steps: int, lr: float, 
     of up to 512 new tokens; scores it untrained; then trains it with the default schedule's last three stages at
     ``stage_tokens`` each (the distillation in stage 1's place), and the default's four stages from ``model_dir``
     beside it. One line each in ``distill.jsonl``: held-out Korean disjoint from bench_cpt.py's, unmerged."""
-    import random
-
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from redwhale.config.schema import TrainSection, default_stages
     from redwhale.core.source import materialize, resolve
@@ -731,6 +730,42 @@ def distill(out: Path, model_dir: Path, bench_out: Path, steps: int, lr: float, 
     train, korean, english = texts(bench_out)
     base_dir = materialize(resolve(BASE), None)
     base_tok, tok = AutoTokenizer.from_pretrained(base_dir), AutoTokenizer.from_pretrained(model_dir)
+    records = out / "distill.jsonl"
+    recorded = [json.loads(line) for line in records.read_text().splitlines()] if records.is_file() else []
+    folder = out / "distill" / f"lr{lr:g}-steps{steps}"
+    later = [s.model_copy(update={"tokens": stage_tokens, "share": None}) for s in default_stages()]
+    runs = [("distilled, untrained", folder, []), ("distilled + odd, even, LoRA", folder, later[1:]),
+            ("default four stages", model_dir, later)]  # fmt: skip
+    runs = [run for run in runs if (run[0], str(run[1])) not in {(r["name"], r["model"]) for r in recorded}]
+    distilled = {"steps_done": 0, "seconds": 0.0, "loss_first_last": None}
+    if any(model == folder for _, model, _ in runs):
+        distilled = _distill_rows(model_dir, base_dir, base_tok, tok, train, steps, lr, folder)
+    for name, model, stages in runs:
+        trained, summary = model, {"stages": []}
+        if stages:
+            section = TrainSection(tokens=None, sequence_length=SEQ, micro_batch_size=MICRO, checkpoint_every=100_000,
+                                   tensorboard=False, merge_with_base=0.0, stages=stages)  # fmt: skip
+            work = out / "distill" / (f"{folder.name}-trained" if model == folder else "default-trained")
+            summary = train_schedule(Path(model), train, None, section, work)
+            trained = work / "model"
+        result = score(trained, Path(str(trained) + "-eval.json"), korean, english, base_dir)
+        record = {"experiment": "distill", "name": name, "model": str(model),
+                  **({"lr": lr, "steps": steps, **distilled} if model == folder else {}),
+                  "stages": [{k: s[k] for k in ("stage", "tokens", "seconds")} for s in summary["stages"]],
+                  "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}  # fmt: skip
+        with records.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
+def _distill_rows(model_dir, base_dir, base_tok, tok, train, steps, lr, folder) -> dict:
+    """``distill``'s training of the new input rows (one document of up to 512 new tokens a step), saved to
+    ``folder``; what it did."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
     teacher = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval().requires_grad_(False)
     student = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval().requires_grad_(False)
     rows = student.get_input_embeddings().weight
@@ -739,9 +774,9 @@ def distill(out: Path, model_dir: Path, bench_out: Path, steps: int, lr: float, 
     rows.register_hook(lambda g: torch.cat([torch.zeros_like(g[: len(base_tok)]), g[len(base_tok) :]]))
     optimizer = torch.optim.Adam([rows], lr=lr)
     documents = random.Random(0).sample(train, min(len(train), 4 * steps))
-    started, losses, done = time.perf_counter(), [], 0
+    started, losses = time.perf_counter(), []
     for text in documents:
-        if done == steps:
+        if len(losses) == steps:
             break
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=True, truncation=True, max_length=512)
         text = text[: enc["offset_mapping"][-1][1]] if enc["input_ids"] else ""
@@ -758,39 +793,12 @@ def distill(out: Path, model_dir: Path, bench_out: Path, steps: int, lr: float, 
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        done += 1
     seconds = time.perf_counter() - started
     rows.requires_grad_(False)
-    folder = out / "distill" / f"lr{lr:g}-steps{steps}"
     student.save_pretrained(folder)
     tok.save_pretrained(folder)
-    runs = [("distilled, untrained", folder, [])]
-    later = [s.model_copy(update={"tokens": stage_tokens, "share": None}) for s in default_stages()]
-    runs += [("distilled + odd, even, LoRA", folder, later[1:]), ("default four stages", model_dir, later)]
-    records = out / "distill.jsonl"
-    done = (
-        {(r["name"], r["model"]) for r in map(json.loads, records.read_text().splitlines())}
-        if records.is_file()
-        else set()
-    )
-    for name, model, stages in runs:
-        if (name, str(model)) in done:  # the default's four stages: once for every distillation tried
-            continue
-        trained, summary = model, {"stages": []}
-        if stages:
-            section = TrainSection(tokens=None, sequence_length=SEQ, micro_batch_size=MICRO, checkpoint_every=100_000,
-                                   tensorboard=False, merge_with_base=0.0, stages=stages)  # fmt: skip
-            work = out / "distill" / (f"{folder.name}-trained" if model == folder else "default-trained")
-            summary = train_schedule(Path(model), train, None, section, work)
-            trained = work / "model"
-        result = score(trained, Path(str(trained) + "-eval.json"), korean, english, base_dir)
-        record = {"experiment": "distill", "name": name, "model": str(model), "lr": lr, "steps": steps,
-                  "distill_seconds": round(seconds, 1), "distill_loss_first_last": [losses[0], losses[-1]],
-                  "stages": [{k: s[k] for k in ("stage", "tokens", "seconds")} for s in summary["stages"]],
-                  "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}  # fmt: skip
-        with records.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+    first_last = [losses[0], losses[-1]] if losses else None
+    return {"steps_done": len(losses), "seconds": round(seconds, 1), "loss_first_last": first_last}
 
 
 def pipeline(out: Path, size: int, bench_out: Path) -> None:

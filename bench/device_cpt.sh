@@ -15,19 +15,21 @@
 # back in $OUT; keep the JSON as bench/measured/cpt-gpu.json.
 #
 # Environment: BENCH_OUT (pack: the bench_cpt.py --out whose prepared corpus to reuse, else it is prepared),
-# TOKENS (run: training tokens per arm, default 10^7), LIMIT (run: seconds before it stops itself, default 540),
+# TOKENS (run: training tokens per arm, default 10^7), LIMIT (run: seconds before it stops itself, default 540; keep
+# it under the call's timeout_s and the device time left: an arm cut off is trained again from its start on `run`),
 # SEQ_LEN and MICRO_BATCH (run: the batch geometry of every arm, default 1,024 x 16 = 16,384 tokens a step),
 # SKIP_WHEELS=1 (setup: use this Python's packages; for a rehearsal on a machine that has them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+[ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && PY=.venv/bin/python  # here: the project's environment
 WORK=${WORK:-/tmp/rw-gpu}
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 # our dependencies the image lacks or may hold in another version (transformers: it holds 5.17, we need >= 5.20;
 # peft: the version tested here). datatrove's wheel travels without its 18 MB URL blacklist (its URL filter, which
 # the bench never runs); datasets and lm-eval stay behind (the corpus travels prepared; the bench scores no benchmark)
 WHEELS="transformers pydantic pydantic_core annotated-types typing-inspection gguf orjson ftfy wcwidth torch-optimi
-        datatrove loguru dill multiprocess peft"
+        datatrove loguru dill multiprocess peft typing_extensions"
 STRIP_WHEEL='import sys, zipfile
 src, dst, drop = sys.argv[1], sys.argv[2], b"assets/url_filter"
 with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
@@ -40,7 +42,9 @@ with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED
         zout.writestr(item, data)'
 
 pack() {
-    mkdir -p .git/info && grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+    local exclude
+    exclude=$(git rev-parse --git-path info/exclude)
+    mkdir -p "$(dirname "$exclude")" && { grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >> "$exclude"; }
     rm -rf .gpu && mkdir -p .gpu/one/whl .gpu/one/bench .gpu/two
     local specs=()
     for name in $WHEELS; do specs+=("$name==$($PY -c "import importlib.metadata as m; print(m.version('$name'))")"); done
@@ -73,8 +77,9 @@ setup() {
     if [ "${SKIP_WHEELS:-0}" != 1 ]; then
         $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .gpu/one/whl/*.whl
     fi
-    cp .gpu/one/model.00 "$WORK/" && cp -r .gpu/one/bench "$WORK/bench"
-    PYTHONPATH="$WORK/site:$PWD/src" $PY -c "import torch, transformers, pydantic, gguf, redwhale.recipe.phases
+    cp .gpu/one/model.00 "$WORK/" && mkdir -p "$WORK/bench" && cp -r .gpu/one/bench/. "$WORK/bench/"
+    PYTHONPATH="$WORK/site:$PWD/src" $PY -c "import torch, transformers, pydantic, gguf, peft, datatrove, optimi
+import redwhale.recipe.phases, redwhale.train.run, redwhale.corpus.readers, redwhale.evaluate.run
 print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
     echo "setup done: now, at once, carry .gpu/two and run 'bash bench/device_cpt.sh run'"
@@ -85,18 +90,19 @@ run() {
     test -f .gpu/two/model.01 || { echo "no .gpu/two: carry it" >&2; exit 2; }
     cat "$WORK/model.00" .gpu/two/model.01 > "$WORK/$GGUF"
     (cd "$WORK" && sha256sum -c -) < .gpu/two/model.sha256
-    local record="$WORK/cpt-gpu.json" resume=()
-    [ -f "$record" ] && resume=(--resume)
-    local out=${OUT:-$WORK/out}
+    # the record is written (atomically, as each arm ends) straight into $OUT, so that a call the device cuts off
+    # still brings back every finished arm; $OUT is emptied before each call, so $WORK keeps a copy to resume from
+    local out=${OUT:-$WORK/out} resume=()
     mkdir -p "$out"
+    if [ -f "$WORK/cpt-gpu.json" ]; then cp "$WORK/cpt-gpu.json" "$out/" && resume=(--resume); fi
     set +e
-    PYTHONPATH="$WORK/site:$PWD/src" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 timeout "${LIMIT:-540}" \
+    PYTHONPATH="$WORK/site:$PWD/src" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 timeout -k 15 "${LIMIT:-540}" \
         $PY bench/bench_cpt.py --tokens "${TOKENS:-10000000}" --sequence-length "${SEQ_LEN:-1024}" --micro-batch "${MICRO_BATCH:-16}" \
-        --base "$WORK/$GGUF" --out "$WORK/bench" --record "$record" "${resume[@]}" 2>&1 | tee "$out/log.txt"
+        --base "$WORK/$GGUF" --out "$WORK/bench" --record "$out/cpt-gpu.json" ${resume[@]+"${resume[@]}"} 2>&1 | tee "$out/log.txt"
     local rc=${PIPESTATUS[0]}
     set -e
-    [ -f "$record" ] && cp "$record" "$out/cpt-gpu.json"
-    [ "$rc" = 124 ] && echo "stopped at LIMIT=${LIMIT:-540} s: run again (the machine warm) to continue"
+    if [ -f "$out/cpt-gpu.json" ]; then cp "$out/cpt-gpu.json" "$WORK/"; fi
+    if [ "$rc" = 124 ]; then echo "stopped at LIMIT=${LIMIT:-540} s: run again (the machine warm) to continue"; fi
     exit "$rc"
 }
 
