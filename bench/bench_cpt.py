@@ -211,6 +211,11 @@ def score(model: Path, korean: list[str], english: list[str], out: Path) -> dict
             "tokens_per_1000_korean_chars": 1000 * tokens / chars}  # fmt: skip
 
 
+def seed_folder(out: Path) -> Path:
+    """Where a run's arms work: ``out`` for seed 0, ``out/seed-<N>`` for another."""
+    return out if SEED == 0 else out / f"seed-{SEED}"
+
+
 def run_budget(
     budget: float,
     prepared: PreparedCorpus,
@@ -228,7 +233,7 @@ def run_budget(
     on_row = on_row or (lambda arm, row: None)
     korean, english = heldout
     stages = default_stages()
-    work = out / (f"budget-{budget:.0f}" if SEED == 0 else f"seed-{SEED}/budget-{budget:.0f}")
+    work = seed_folder(out) / f"budget-{budget:.0f}"
     arms = set(ARMS) if arms is None else arms
     for arm in arms:
         shutil.rmtree(work / arm, ignore_errors=True)
@@ -278,7 +283,7 @@ def run_tokens(
     :func:`run_budget`."""
     on_row = on_row or (lambda arm, row: None)
     korean, english = heldout
-    work = out / (f"tokens-{tokens}" if SEED == 0 else f"seed-{SEED}/tokens-{tokens}")
+    work = seed_folder(out) / f"tokens-{tokens}"
     todo = [arm for arm in "abc" if arms is None or arm in arms]  # the comparison the issue asks for first
     rows: dict[str, dict] = {}
     for arm in todo:

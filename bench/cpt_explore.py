@@ -722,7 +722,7 @@ def distill(out: Path, model_dir: Path, bench_out: Path, steps: int, lr: float, 
     import torch
     from transformers import AutoTokenizer
 
-    from redwhale.config.schema import TrainSection, default_stages
+    from redwhale.config.schema import default_stages
     from redwhale.core.source import materialize, resolve
     from redwhale.train.run import train_schedule
 
@@ -733,7 +733,7 @@ def distill(out: Path, model_dir: Path, bench_out: Path, steps: int, lr: float, 
     records = out / "distill.jsonl"
     recorded = [json.loads(line) for line in records.read_text().splitlines()] if records.is_file() else []
     folder = out / "distill" / f"lr{lr:g}-steps{steps}"
-    later = [s.model_copy(update={"tokens": stage_tokens, "share": None}) for s in default_stages()]
+    later = [dict(s, share=None) for s in default_stages()]  # train_section gives each its tokens
     runs = [("distilled, untrained", folder, []), ("distilled + odd, even, LoRA", folder, later[1:]),
             ("default four stages", model_dir, later)]  # fmt: skip
     runs = [run for run in runs if (run[0], str(run[1])) not in {(r["name"], r["model"]) for r in recorded}]
@@ -743,8 +743,7 @@ def distill(out: Path, model_dir: Path, bench_out: Path, steps: int, lr: float, 
     for name, model, stages in runs:
         trained, summary = model, {"stages": []}
         if stages:
-            section = TrainSection(tokens=None, sequence_length=SEQ, micro_batch_size=MICRO, checkpoint_every=100_000,
-                                   tensorboard=False, merge_with_base=0.0, stages=stages)  # fmt: skip
+            section = train_section(stages, [stage_tokens] * len(stages))
             work = out / "distill" / (f"{folder.name}-trained" if model == folder else "default-trained")
             summary = train_schedule(Path(model), train, None, section, work)
             trained = work / "model"
