@@ -18,6 +18,9 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py dead-mass --out DIR --model M --bench-out B       # probability on replaced pieces
     python bench/cpt_explore.py english-noise --out DIR --model M --start S       # two English samples' forgetting
     python bench/cpt_explore.py distill --out DIR --model M --bench-out B --steps 52 --lr 3e-3 --tokens 40960
+    python bench/cpt_explore.py unmerge --out DIR --model <bench out>/budget-480/a ... --bench-out B   # auto undone
+    python bench/cpt_explore.py buckets --out DIR --model <(a)'s arm> <(b)'s train/model> --bench-out B   # the gap
+    python bench/cpt_explore.py repeated --out DIR --model M --bench-out B --tokens 40960   # learning to copy
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
@@ -29,12 +32,16 @@ the new rows at 3e-3; the models untrained; bench (b) extended after its trainin
 it leaves on replaced base pieces: ``dead-mass``; two English samples' forgetting of bench r7's 960 s (a):
 ``english-noise``) in ``cpt_explore_r20.jsonl``. r21 (``auto-further``) in ``cpt_explore_r21.jsonl``. r22 (the new
 input rows distilled toward the base's hidden states in stage 1's place, ``distill``) in ``cpt_explore_r22.jsonl``.
+r23 (bench r9's arms with ``merge_with_base: auto`` undone, ``unmerge``; one sequence a step instead of two, grid
+``r23a``; where (a) loses to (b), byte by byte, ``buckets``; stage 1 on documents written twice, ``repeated``) in
+``cpt_explore_r23.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -191,13 +198,13 @@ def _transformed(model_dir: Path, suffix: str, change) -> Path:
     return target
 
 
-def train_section(stages, tokens):
+def train_section(stages, tokens, micro: int = MICRO):
     from redwhale.config.schema import TrainSection
 
     return TrainSection(
         tokens=None,
         sequence_length=SEQ,
-        micro_batch_size=MICRO,
+        micro_batch_size=micro,
         checkpoint_every=100_000,
         tensorboard=False,
         merge_with_base=0.0,  # the schedules as trained; merging back is measured apart (``merge``)
@@ -205,13 +212,24 @@ def train_section(stages, tokens):
     )
 
 
-def split_tokens(total: int, shares: list[float]) -> list[int]:
-    step = SEQ * MICRO
+def split_tokens(total: int, shares: list[float], micro: int = MICRO) -> list[int]:
+    step = SEQ * micro
     return [max(step, round(total * s / step) * step) for s in shares]
 
 
-# name -> list of experiments: (size or 0 for the base tokenizer, schedule, shares, lr, emb_lr, new_rows_lr, lora_lr)
+# name -> list of experiments: (size or 0 for the base tokenizer, schedule, shares, lr, emb_lr, new_rows_lr, lora_lr
+# [, micro batch: sequences of SEQ tokens a step, MICRO unless given])
 GRIDS = {
+    # r23: twice the optimizer steps for the same tokens (one sequence a step, not two): does the 80k model, whose new
+    # rows each occur ~2 times in the budget, gain more from more (smaller) steps than full fine-tuning does? The
+    # default schedule at (a)'s 480 s tokens (163,840) and full fine-tuning at (b)'s (226,304), each at both batches.
+    # r23a ran (one sequence a step: 1.9657 in 463 s; two: 1.9623 in 404 s); r23b was not run, the 80k model gaining
+    # nothing from the smaller steps
+    "r23a": [
+        (80000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4, 1),
+        (80000, "paper_newin_pipeline", [0.25] * 4, 3e-4, 1e-3, None, 2e-4, 2),
+    ],  # fmt: skip
+    "r23b": [(0, "full", [1.0], 3e-4, None, None, None, 1), (0, "full", [1.0], 3e-4, None, None, None, 2)],
     # the paper's schedule at higher rates, 40,960 tokens (r3's last rows, split in two to run side by side)
     "r4a": [(20000, "paper", [0.25] * 4, 3e-4, 1e-3, None, 6e-4)],
     "r4b": [(20000, "paper", [0.25] * 4, 6e-4, 1e-3, None, 1.2e-3)],
@@ -308,8 +326,9 @@ GRIDS = {
 
 
 def key(exp, tokens) -> str:
-    size, kind, shares, lr, emb_lr, new_lr, lora_lr = exp
-    return f"{size}|{kind}|{','.join(f'{s:g}' for s in shares)}|{lr:g}|{emb_lr}|{new_lr}|{lora_lr}|{tokens}"
+    size, kind, shares, lr, emb_lr, new_lr, lora_lr, micro = (*exp, MICRO)[:8]
+    batch = "" if micro == MICRO else f"|micro{micro}"  # the keys of runs at the usual batch stay as they were
+    return f"{size}|{kind}|{','.join(f'{s:g}' for s in shares)}|{lr:g}|{emb_lr}|{new_lr}|{lora_lr}|{tokens}{batch}"
 
 
 def run(
@@ -329,7 +348,7 @@ def run(
         k = key(exp, tokens)
         if k in done:
             continue
-        size, kind, shares, lr, emb_lr, new_lr, lora_lr = exp
+        size, kind, shares, lr, emb_lr, new_lr, lora_lr, micro = (*exp, MICRO)[:8]
         model = base_dir if size == 0 else str(out / f"ext-{size}-calibrated")
         if kind.endswith("_untied"):
             model = str(untied(out / f"ext-{size}-calibrated"))
@@ -344,7 +363,9 @@ def run(
 
             shutil.rmtree(work)
         started = time.perf_counter()
-        summary = train_command(Path(model), train, None, train_section(stages, split_tokens(tokens, shares)), work)
+        summary = train_command(
+            Path(model), train, None, train_section(stages, split_tokens(tokens, shares, micro), micro), work
+        )
         seconds = time.perf_counter() - started
         result = score(work / "model", work / "eval.json", korean, english, base_dir if size else None)
         record = {
@@ -357,6 +378,7 @@ def run(
             "new_rows_lr": new_lr,
             "lora_lr": lora_lr,
             "tokens": tokens,
+            "micro_batch": micro,
             "train_seconds": round(seconds, 1),
             "stages": [{k2: s[k2] for k2 in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
             "korean_bpb": result["korean_bpb"],
@@ -415,11 +437,21 @@ def score(model: Path, out: Path, korean, english, base_tokenizer: Path | None) 
     return evaluate(str(model), out, korean, english, section, False, base_tokenizer=base_tokenizer)
 
 
+def save_beside(model, work: Path, like: Path) -> None:
+    """``model`` saved afresh in ``work`` with the tokenizer and other files of the model folder ``like``."""
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    model.save_pretrained(work)
+    for path in like.iterdir():
+        if path.is_file() and path.suffix != ".safetensors" and path.name != "config.json":
+            shutil.copy2(path, work / path.name)
+
+
 def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: Path | None, threads: int) -> None:
     """A trained model (a run's model kept with ``--keep-model``, or a bench_cpt arm's) merged back toward ``start``
     (the model its training began from) at each weight with ``train.merge_with_base``'s own code, scored on the held-out
     text of ``run``; one line each in ``merge.jsonl``."""
-    import shutil
 
     import torch
     from transformers import AutoModelForCausalLM
@@ -438,11 +470,7 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
         if weight > 0:
             merge_with_start(merged, start, weight, rows)
         work = out / "merges" / f"{model.parent.name}-{weight:g}"
-        shutil.rmtree(work, ignore_errors=True)
-        merged.save_pretrained(work)
-        for path in model.iterdir():
-            if path.is_file() and path.suffix != ".safetensors" and path.name != "config.json":
-                shutil.copy2(path, work / path.name)
+        save_beside(merged, work, model)
         result = score(work, work / "eval.json", korean, english, base_dir if base_rows else None)
         record = {"model": str(model), "start": str(start), "merge_with_base": weight,
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}  # fmt: skip
@@ -643,7 +671,6 @@ def auto_further(out: Path, arm: Path, weights: list[float], bench_out: Path, th
     run on this CPU measures in, the reference the run measured), and the model it keeps scored on bench_cpt.py's own
     held-out text; one line in ``auto_further.jsonl``. What the longer search gives *that* training run: a rerun's
     probe would reserve the longer search and train a few seconds less."""
-    import shutil
 
     import torch
     from transformers import AutoModelForCausalLM
@@ -680,11 +707,7 @@ def auto_further(out: Path, arm: Path, weights: list[float], bench_out: Path, th
                                     search["tolerance"], further, reference=search["reference"])  # fmt: skip
     kept = 1 - (1 - applied) * (1 - result["weight"])
     work = out / "auto-further" / f"{arm.parent.name}-{arm.name}"
-    shutil.rmtree(work, ignore_errors=True)
-    model.save_pretrained(work)
-    for path in trained.iterdir():
-        if path.is_file() and path.suffix != ".safetensors" and path.name not in ("config.json",):
-            shutil.copy2(path, work / path.name)
+    save_beside(model, work, trained)
     prepared = prepared_corpus(bench_out)
     scored = bench_score(work, korean_heldout(prepared, 15_000, 0), english_heldout(EnglishSection(), 20_000, 0),
                          work / "eval.json")  # fmt: skip
@@ -697,6 +720,262 @@ def auto_further(out: Path, arm: Path, weights: list[float], bench_out: Path, th
     print(json.dumps(record), flush=True)
     for path in work.glob("*.safetensors"):
         path.unlink()
+
+
+def unmerge(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
+    """How much Korean does ``merge_with_base: auto`` give back for English? A bench_cpt.py arm's kept model is
+    ``(1 - w) * trained + w * start`` on every base weight (the new rows kept as trained, :func:`merge_with_start`),
+    so the model training produced is recovered exactly (to float32 rounding) as ``(merged - w * start) / (1 - w)``
+    on the same weights, and scored on bench_cpt.py's own held-out text beside the kept model's recorded figures;
+    one line in ``unmerge.jsonl``. Analysis of a finished arm, not a choice of defaults."""
+
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_cpt import prepared_corpus
+    from bench_cpt import score as bench_score
+    from redwhale.config.schema import EnglishSection
+    from redwhale.recipe.phases import english_heldout, korean_heldout
+    from redwhale.train.merge import safetensors_index
+
+    torch.set_num_threads(threads)
+    prepared = prepared_corpus(bench_out)
+    korean, english = korean_heldout(prepared, 15_000, 0), english_heldout(EnglishSection(), 20_000, 0)
+    for arm in arms:
+        trained, start = arm / "train" / "model", arm / "extend" / "model"
+        summary = json.loads((trained / "training_summary.json").read_text())
+        weight = summary["merge_search"]["weight"]
+        base_rows = json.loads((start / "init_report.json").read_text())["base_vocab"]
+        model = AutoModelForCausalLM.from_pretrained(trained, dtype=torch.float32)
+        index = safetensors_index(start)
+        rows = (model.get_input_embeddings().weight, model.get_output_embeddings().weight)
+        embedding_name = next(n for n, p in model.named_parameters() if p is rows[0])
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                source = name if name in index else embedding_name  # a tied start: its head is its embeddings
+                with safe_open(str(index[source]), framework="pt") as handle:
+                    begin = handle.get_tensor(source).float()
+                target = param.data[:base_rows] if any(param is r for r in rows) else param.data
+                target.copy_((target - weight * begin[: target.shape[0]]) / (1 - weight))
+        work = out / "unmerged" / f"{arm.parent.name}-{arm.name}"
+        save_beside(model, work, trained)
+        scored = bench_score(work, korean, english, work / "eval.json")
+        kept = json.loads((arm / "eval.json").read_text()) if (arm / "eval.json").is_file() else {}
+        record = {"experiment": "unmerge", "arm": str(arm), "merged_weight": weight, "unmerged": scored,
+                  "kept": {k: kept.get(k) for k in ("korean_bpb", "english_bpb")}}  # fmt: skip
+        with (out / "unmerge.jsonl").open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+        for path in work.glob("*.safetensors"):
+            path.unlink()
+
+
+def _token_bits(model_dir: Path, texts: list[str], threads: int) -> list[tuple[list[int], list[bytes], list[float]]]:
+    """Each document's tokens under ``model_dir``'s own tokenizer: ids, their bytes (byte-level BPE), and the bits
+    the model spends on each, scored exactly as :func:`redwhale.core.bpb.bits_per_byte` scores them (each document
+    from its BOS, windows of 1,024 with 512 of context), so the bits summed over the bytes is the model's bpb."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from redwhale.core.bpb import _windows, prefix_token_id
+    from redwhale.core.source import load_tokenizer
+
+    torch.set_num_threads(threads)
+    to_byte = {c: b for b, c in bytes_to_unicode().items()}
+    tokenizer = load_tokenizer(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    out = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        pieces = [bytes(to_byte[c] for c in t) for t in tokenizer.convert_ids_to_tokens(ids)]
+        assert b"".join(pieces) == text.encode("utf-8"), "not a byte-level BPE tokenizer"
+        bits: list[float] = []
+        for w in _windows([prefix_token_id(tokenizer), *ids], 1024, 512):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([w.ids])).logits[0].float()
+            nll = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(w.ids[1:]), reduction="none")
+            bits.extend((nll[w.score_from - 1 :] / math.log(2)).tolist())
+        out.append((ids, pieces, bits))
+    return out
+
+
+def _row_similarity(model_dir: Path, base_rows: int, sample: int = 2000) -> dict[str, float]:
+    """Mean cosine similarity between rows of the input embeddings and of the LM head, among the new rows and among
+    the base rows (``sample`` of each, the same seed): how alike the rows are that must tell tokens apart."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    out = {}
+    for name, matrix in (
+        ("input", model.get_input_embeddings().weight),
+        ("head", model.get_output_embeddings().weight),
+    ):
+        for kind, rows in (("new", matrix[base_rows:].detach()), ("base", matrix[:base_rows].detach())):
+            pick = torch.randint(0, rows.shape[0], (sample,), generator=torch.Generator().manual_seed(0))
+            unit = torch.nn.functional.normalize(rows[pick].float(), dim=1)
+            out[f"{name} rows, {kind}: mean cosine"] = (unit @ unit.T).mean().item()
+    return out
+
+
+def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> None:
+    """Where does the extended model lose Korean to full fine-tuning? Every byte of bench_cpt.py's held-out Korean
+    is charged the bits each model spends on the token holding it (spread evenly over the token's bytes: exact in
+    sum, the models' bpb). Bytes are grouped by the token of ``arm``'s model (bench_cpt.py's (a)) that holds them, and
+    again by the token of (a) *before* it (the context (a) reads): a base token, or a new token by how many times it
+    occurred in the tokens (a) trained (expected: its count in the training split x the share of the split trained);
+    and a third time by whether (a)'s token occurred earlier in the same document (a repeat, which a model can copy
+    from its context). Each group's bits per byte under (a), under ``full`` (the (b) model) and under the base, and
+    its share of the gap between (a) and (b) in bits; with how alike (a)'s new rows are (:func:`_row_similarity`).
+    One line in ``buckets.jsonl``. Analysis of finished arms, not a choice of defaults."""
+    from collections import Counter
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_cpt import prepared_corpus
+    from redwhale.core.source import load_tokenizer, materialize, resolve
+    from redwhale.recipe.phases import korean_heldout, read_texts
+
+    prepared = prepared_corpus(bench_out)
+    korean = korean_heldout(prepared, 15_000, 0)
+    trained_model = arm / "train" / "model"
+    base_rows = json.loads((arm / "extend" / "model" / "init_report.json").read_text())["base_vocab"]
+    summary = json.loads((trained_model / "training_summary.json").read_text())
+    trained_tokens = sum(s["tokens"] for s in summary["stages"])
+    tokenizer = load_tokenizer(str(trained_model))
+    counts: Counter[int] = Counter()
+    for ids in tokenizer(list(read_texts(prepared.split("train"))), add_special_tokens=False)["input_ids"]:
+        counts.update(ids)
+    share = trained_tokens / sum(counts.values())
+    scored = {name: _token_bits(path, korean, threads)
+              for name, path in (("a", trained_model), ("b", full), ("base", materialize(resolve(BASE), None)))}  # fmt: skip
+    edges = (0.5, 2, 8, 32, float("inf"))
+    names = ["base token", "new, seen < 0.5", "new, seen 0.5-2", "new, seen 2-8", "new, seen 8-32", "new, seen >= 32"]
+
+    def group(token: int | None) -> str:
+        if token is None:
+            return "document start"
+        return (
+            names[0]
+            if token < base_rows
+            else names[1 + next(i for i, e in enumerate(edges) if counts[token] * share < e)]
+        )
+
+    repeats = ["first in its document, base", "first in its document, new", "repeat, base", "repeat, new"]
+    tables = {by: {} for by in ("token", "previous token", "occurrence in the document")}
+    for doc in range(len(korean)):
+        per_byte = {}
+        for name in ("b", "base"):
+            _, pieces, bits = scored[name][doc]
+            per_byte[name] = [x / len(p) for p, x in zip(pieces, bits, strict=True) for _ in p]
+        at, previous, seen = 0, None, set()
+        for token, piece, bits in zip(*scored["a"][doc], strict=True):
+            charged = {"a": bits, **{n: sum(per_byte[n][at : at + len(piece)]) for n in ("b", "base")}}
+            repeat = repeats[2 * (token in seen) + (token >= base_rows)]
+            for by, key in (("token", group(token)), ("previous token", group(previous)),
+                            ("occurrence in the document", repeat)):  # fmt: skip
+                g = tables[by].setdefault(key, {"bytes": 0, "tokens": 0, "a": 0.0, "b": 0.0, "base": 0.0})
+                g["bytes"], g["tokens"] = g["bytes"] + len(piece), g["tokens"] + 1
+                for n, x in charged.items():
+                    g[n] += x
+            at, previous = at + len(piece), token
+            seen.add(token)
+    total = sum(g["bytes"] for g in tables["token"].values())
+    gap = sum(g["a"] - g["b"] for g in tables["token"].values())
+    rows = {by: [{"group": n, "share_of_bytes": g["bytes"] / total, "tokens": g["tokens"],
+                  **{f"{m}_bpb": g[m] / g["bytes"] for m in ("a", "b", "base")}, "share_of_gap": (g["a"] - g["b"]) / gap}
+                 for n in ["document start", *names, *repeats] if (g := table.get(n))]
+            for by, table in tables.items()}  # fmt: skip
+    overall = {f"{m}_bpb": sum(g[m] for g in tables["token"].values()) / total for m in ("a", "b", "base")}
+    similarity = _row_similarity(trained_model, base_rows)
+    record = {"experiment": "buckets", "arm": str(arm), "full": str(full), "trained_tokens": trained_tokens,
+              "share_of_split_trained": share, "overall": overall, "groups": rows, "row_similarity": similarity}  # fmt: skip
+    with (out / "buckets.jsonl").open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    for by, table in rows.items():
+        print(f"\n| bytes by (a)'s {by} | share of bytes | (a)'s tokens | (a) bpb | (b) bpb | (a) / (b) "
+              "| share of the gap | base bpb |")  # fmt: skip
+        every = {"group": "all", "share_of_bytes": 1.0, "tokens": sum(r["tokens"] for r in table), "share_of_gap": 1.0}
+        for r in [*table, {**every, **overall}]:
+            print(f"| {r['group']} | {r['share_of_bytes']:.1%} | {r['tokens']:,} | {r['a_bpb']:.4f} | {r['b_bpb']:.4f} "
+                  f"| {r['a_bpb'] / r['b_bpb']:.3f} | {r['share_of_gap']:+.1%} | {r['base_bpb']:.4f} |")  # fmt: skip
+    print("\n" + "; ".join(f"{k}: {v:.3f}" for k, v in similarity.items()))
+
+
+def repeat_split(model_dir: Path, texts: list[str], base_rows: int, threads: int) -> dict[str, float]:
+    """Bits per byte of ``model_dir`` on ``texts`` by whether each token occurred earlier in its document (a repeat,
+    which a model can copy from context) and whether it is new (id >= ``base_rows``); "all" is the model's bpb."""
+    groups: dict[str, list[float]] = {}
+    for ids, pieces, bits in _token_bits(model_dir, texts, threads):
+        seen: set[int] = set()
+        for token, piece, x in zip(ids, pieces, bits, strict=True):
+            key = ("repeat" if token in seen else "first") + (", new" if token >= base_rows else ", base")
+            g = groups.setdefault(key, [0.0, 0.0])
+            g[0], g[1] = g[0] + len(piece), g[1] + x
+            seen.add(token)
+    total = sum(g[0] for g in groups.values())
+    return {"all": sum(g[1] for g in groups.values()) / total,
+            **{k: g[1] / g[0] for k, g in sorted(groups.items())},
+            **{f"{k}: share of bytes": g[0] / total for k, g in sorted(groups.items())}}  # fmt: skip
+
+
+def repeated(out: Path, model_dir: Path, bench_out: Path, stage_tokens: int, threads: int) -> None:
+    """r23: can the extended model learn to copy its new tokens from context? (``buckets``: (a) reads a repeat of a
+    new token within a document at 1.81 bits per byte against 1.86 the first time, where full fine-tuning copies it at
+    1.04; the untrained extension 1.91 / 1.92, the base in its own pieces 1.32 / 2.72.) Stage 1 of the default
+    schedule trained on every training document written twice (the same tokens a step: half of them a repeat the
+    model can copy), the new input rows alone (the default's trainable rows) or the new input and head rows; then the
+    default's last three stages on the documents as they are, ``stage_tokens`` each. Scored on the held-out Korean
+    disjoint from bench_cpt.py's, by repeat and first occurrence (:func:`repeat_split`), with the default four stages
+    beside it; one line each in ``repeated.jsonl``, unmerged."""
+    import torch
+
+    from redwhale.config.schema import default_stages
+    from redwhale.core.source import materialize, resolve
+    from redwhale.train.run import train_schedule
+
+    torch.set_num_threads(threads)
+    train, korean, english = texts(bench_out)
+    base_dir = materialize(resolve(BASE), None)
+    base_rows = json.loads((model_dir / "init_report.json").read_text())["base_vocab"]
+    stages = [dict(s, share=None) for s in default_stages()]
+    records = out / "repeated.jsonl"
+    done = {json.loads(line)["name"] for line in records.read_text().splitlines()} if records.is_file() else set()
+    twice = [f"{t}\n\n{t}" for t in train]
+    head_too = dict(stages[0], trainable={"embeddings": "new", "lm_head": "new"})
+    if "the extension, untrained" not in done:
+        result = score(model_dir, out / "repeated" / "untrained-eval.json", korean, english, base_dir)
+        record = {"experiment": "repeated", "name": "the extension, untrained", "model": str(model_dir),
+                  "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
+                  "korean_by_occurrence": repeat_split(model_dir, korean, base_rows, threads)}  # fmt: skip
+        with records.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+    for name, first, first_texts in (("default four stages", stages[0], train),
+                                     ("stage 1 on documents written twice", stages[0], twice),
+                                     ("stage 1 on documents written twice, head rows too", head_too, twice)):  # fmt: skip
+        if name in done:
+            continue
+        work = out / "repeated" / name.replace(" ", "-").replace(",", "")
+        started = time.perf_counter()
+        one = train_schedule(model_dir, first_texts, None, train_section([first], [stage_tokens]), work / "stage1")
+        rest = train_schedule(work / "stage1" / "model", train, None,
+                              train_section(stages[1:], [stage_tokens] * 3), work / "rest")  # fmt: skip
+        seconds = time.perf_counter() - started
+        result = score(work / "rest" / "model", work / "eval.json", korean, english, base_dir)
+        record = {"experiment": "repeated", "name": name, "model": str(model_dir), "train_seconds": round(seconds, 1),
+                  "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")}
+                             for s in one["stages"] + rest["stages"]],
+                  "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
+                  "korean_by_occurrence": repeat_split(work / "rest" / "model", korean, base_rows, threads)}  # fmt: skip
+        with records.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+        for folder in (work / "stage1" / "model", work / "rest" / "model"):
+            for path in folder.glob("*.safetensors"):
+                path.unlink()
 
 
 def _aligned_pairs(offsets, base_offsets) -> tuple[list[int], list[int]]:
@@ -829,7 +1108,7 @@ def table(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend",
-                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill"])  # fmt: skip
+                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
@@ -865,6 +1144,12 @@ def main() -> None:
         return english_noise(args.out, args.model[0], args.start, args.threads)
     if args.what == "auto-further":
         return auto_further(args.out, args.model[0], args.weights, args.bench_out, args.threads)
+    if args.what == "repeated":
+        return repeated(args.out, args.model[0], args.bench_out, args.tokens, args.threads)
+    if args.what == "buckets":
+        return buckets(args.out, args.model[0], args.model[1], args.bench_out, args.threads)
+    if args.what == "unmerge":
+        return unmerge(args.out, args.model, args.bench_out, args.threads)
     if args.what == "pipeline":
         return pipeline(args.out, args.size, args.bench_out)
     if args.what == "distill":
