@@ -33,8 +33,8 @@ it leaves on replaced base pieces: ``dead-mass``; two English samples' forgettin
 ``english-noise``) in ``cpt_explore_r20.jsonl``. r21 (``auto-further``) in ``cpt_explore_r21.jsonl``. r22 (the new
 input rows distilled toward the base's hidden states in stage 1's place, ``distill``) in ``cpt_explore_r22.jsonl``.
 r23 (bench r9's arms with ``merge_with_base: auto`` undone, ``unmerge``; one sequence a step instead of two, grid
-``r23a``; where (a) loses to (b), byte by byte, ``buckets``; stage 1 on documents written twice, ``repeated``) in
-``cpt_explore_r23.jsonl``.
+``r23a``; where (a) loses to (b), byte by byte, ``buckets``; stage 1 on documents written twice, ``repeated``; r18b
+rerun with ``--keep-model`` and its model scored by repeat, ``score``) in ``cpt_explore_r23.jsonl``.
 """
 
 from __future__ import annotations
@@ -482,8 +482,9 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
 
 
 def score_models(out: Path, models: list[Path], bench_out: Path | None, threads: int) -> None:
-    """Held-out Korean and English bits per byte of each model as it is (an extended model before any training, say);
-    one line each in ``scores.jsonl``."""
+    """Held-out Korean and English bits per byte of each model as it is (an extended model before any training, say),
+    an extended one's Korean also by first occurrence and repeat (:func:`repeat_split`); one line each in
+    ``scores.jsonl``."""
     import torch
 
     from redwhale.core.source import materialize, resolve
@@ -496,6 +497,9 @@ def score_models(out: Path, models: list[Path], bench_out: Path | None, threads:
         result = score(model, out / "scores" / f"{model.name}.json", korean, english, base_dir if extended else None)
         record = {"experiment": "score", "model": str(model), "korean_bpb": result["korean_bpb"],
                   "english_bpb": result["english_bpb"], "korean_tokens": result["data"]["korean_text"]["tokens"]}  # fmt: skip
+        if extended:
+            base_rows = json.loads((model / "init_report.json").read_text())["base_vocab"]
+            record["korean_by_occurrence"] = repeat_split(model, korean, base_rows, threads)
         with (out / "scores.jsonl").open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
