@@ -926,14 +926,15 @@ def repeat_split(model_dir: Path, texts: list[str], base_rows: int, threads: int
 
 
 def repeated(out: Path, model_dir: Path, bench_out: Path, stage_tokens: int, threads: int) -> None:
-    """r23: can the extended model learn to copy its new tokens from context? (``buckets``: (a) reads a repeat of a
-    new token within a document at 1.81 bits per byte against 1.86 the first time, where full fine-tuning copies it at
-    1.04; the untrained extension 1.91 / 1.92, the base in its own pieces 1.32 / 2.72.) Stage 1 of the default
-    schedule trained on every training document written twice (the same tokens a step: half of them a repeat the
-    model can copy), the new input rows alone (the default's trainable rows) or the new input and head rows; then the
-    default's last three stages on the documents as they are, ``stage_tokens`` each. Scored on the held-out Korean
-    disjoint from bench_cpt.py's, by repeat and first occurrence (:func:`repeat_split`), with the default four stages
-    beside it; one line each in ``repeated.jsonl``, unmerged."""
+    """r23: can the extended model learn to copy its new tokens from context? (``buckets``: (a) reads a repeat of a new
+    token within a document at 1.81 bits per byte against 1.86 the first time, where full fine-tuning copies it at
+    1.04, and the base in its own pieces 1.32 / 2.72; on the held-out text disjoint from the bench's, the untrained
+    extension 1.91 / 1.92.) Stage 1 of the default schedule trained on every training document written twice (the
+    same tokens a step: half of them a repeat the model can copy), the new input rows alone (the default's trainable
+    rows) or the new input and head rows; then the default's last three stages on the documents as they are,
+    ``stage_tokens`` each. Scored on the held-out Korean disjoint from bench_cpt.py's, by repeat and first
+    occurrence (:func:`repeat_split`), with the default four stages beside it; one line each in ``repeated.jsonl``,
+    unmerged."""
     import torch
 
     from redwhale.config.schema import default_stages
