@@ -56,6 +56,23 @@ SIZES = (500, 1000, 2000, 4000, 8000, 20000)
 SEQ, MICRO = 512, 2
 
 
+def write_record(path: Path, record: dict, show: bool = True) -> None:
+    """One experiment's line appended to its ``.jsonl`` (and printed, unless ``show`` is false)."""
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    if show:
+        print(json.dumps(record), flush=True)
+
+
+def bench_heldout(prepared) -> tuple[list[str], list[str]]:
+    """The held-out Korean and English bench_cpt.py scores with its defaults (``--korean-chars``, ``--english-chars``),
+    from its prepared corpus."""
+    from redwhale.config.schema import EnglishSection
+    from redwhale.recipe.phases import english_heldout, korean_heldout
+
+    return korean_heldout(prepared, 15_000, 0), english_heldout(EnglishSection(), 20_000, 0)
+
+
 def texts(bench_out: Path | None = None):
     """Training text, held-out Korean and English. With ``bench_out`` (bench_cpt.py's ``--out``, its prepared corpus
     there): the prepared corpus's training split, and held-out Korean *disjoint* from what bench_cpt.py scores (the
@@ -72,10 +89,10 @@ def texts(bench_out: Path | None = None):
         return list(training_texts(all_texts)), heldout_sample(all_texts, 30_000), english
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_cpt import prepared_corpus
-    from redwhale.recipe.phases import korean_heldout, read_texts
+    from redwhale.recipe.phases import read_texts
 
     prepared = prepared_corpus(bench_out)
-    scored = korean_heldout(prepared, 15_000, 0)  # bench_cpt.py's --korean-chars default
+    scored, _ = bench_heldout(prepared)
     pool = heldout_sample(read_texts(prepared.split("heldout")), 10**12, 0, heldout_only=False)
     assert pool[: len(scored)] == scored
     korean, chars = [], 0
@@ -396,9 +413,7 @@ def run(
             "english_bpb": result["english_bpb"],
             "korean_tokens": result["data"]["korean_text"]["tokens"],
         }
-        with results.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        write_record(results, record)
         import shutil
 
         if not keep_model:
@@ -485,9 +500,7 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
         result = score(work, work / "eval.json", korean, english, base_dir if base_rows else None)
         record = {"model": str(model), "start": str(start), "merge_with_base": weight,
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}  # fmt: skip
-        with (out / "merge.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        write_record(out / "merge.jsonl", record)
         for path in work.glob("*.safetensors"):
             path.unlink()
 
@@ -511,9 +524,7 @@ def score_models(out: Path, models: list[Path], bench_out: Path | None, threads:
         if extended:
             base_rows = json.loads((model / "init_report.json").read_text())["base_vocab"]
             record["korean_by_occurrence"] = repeat_split(model, korean, base_rows, threads)
-        with (out / "scores.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        write_record(out / "scores.jsonl", record)
 
 
 def extend_trained(out: Path, model: Path, merged: Path, bench_out: Path, threads: int) -> None:
@@ -590,9 +601,7 @@ def head_init(out: Path, merged: Path, bench_out: Path, threads: int) -> None:
         record = {"experiment": "head-init", "tokenizer": str(merged), "variant": variant,
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
                   "calibration_nll": [report["calibration"]["nll_before"], report["calibration"]["nll_after"]]}  # fmt: skip
-        with (out / "scores.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        write_record(out / "scores.jsonl", record)
 
 
 def dead_mass(out: Path, model_dir: Path, bench_out: Path, threads: int) -> None:
@@ -632,9 +641,7 @@ def dead_mass(out: Path, model_dir: Path, bench_out: Path, threads: int) -> None
     record = {"experiment": "dead-mass", "model": str(model_dir), "dead_base_tokens": int(dead.sum()),
               "mean_dead_mass": float(torch.cat(masses).mean()), "korean_bpb_first_1024": bits / n_bytes,
               "korean_bpb_renormalised": bits_renormalised / n_bytes}  # fmt: skip
-    with (out / "scores.jsonl").open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(json.dumps(record), flush=True)
+    write_record(out / "scores.jsonl", record)
 
 
 def english_noise(out: Path, model_dir: Path, start: Path, threads: int) -> None:
@@ -674,9 +681,7 @@ def english_noise(out: Path, model_dir: Path, start: Path, threads: int) -> None
         mean = sum(boots) / len(boots)
         sd = (sum((b - mean) ** 2 for b in boots) / len(boots)) ** 0.5
         record[text_name] = {"documents": len(docs), "ratio": ratio(*pair, range(len(docs))), "bootstrap_sd": sd}
-    with (out / "scores.jsonl").open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(json.dumps(record), flush=True)
+    write_record(out / "scores.jsonl", record)
 
 
 def auto_further(out: Path, arm: Path, weights: list[float], bench_out: Path, threads: int) -> None:
@@ -693,13 +698,12 @@ def auto_further(out: Path, arm: Path, weights: list[float], bench_out: Path, th
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_cpt import SEQ, prepared_corpus
     from bench_cpt import score as bench_score
-    from redwhale.config.schema import EnglishSection, EvalSection, TrainSection
+    from redwhale.config.schema import EvalSection, TrainSection
     from redwhale.core.bpb import bits_per_byte
     from redwhale.core.environment import cpu_native_bf16
     from redwhale.core.source import load_tokenizer
     from redwhale.core.text import heldout_after
     from redwhale.corpus.bundled import python_docs_english
-    from redwhale.recipe.phases import english_heldout, korean_heldout
     from redwhale.train.merge import merge_within_tolerance
 
     torch.set_num_threads(threads)
@@ -724,15 +728,12 @@ def auto_further(out: Path, arm: Path, weights: list[float], bench_out: Path, th
     work = out / "auto-further" / f"{arm.parent.name}-{arm.name}"
     save_beside(model, work, trained)
     prepared = prepared_corpus(bench_out)
-    scored = bench_score(work, korean_heldout(prepared, 15_000, 0), english_heldout(EnglishSection(), 20_000, 0),
-                         work / "eval.json")  # fmt: skip
+    scored = bench_score(work, *bench_heldout(prepared), work / "eval.json")
     record = {"arm": str(arm), "stopped_at": applied, "reference_english_bpb": search["reference_english_bpb"],
               "bench_last_searched": search["searched"][-1],
               "searched": [{**s, "weight": 1 - (1 - applied) * (1 - s["weight"])} for s in result["searched"]],
               "weight": kept, "within": result["within"], **scored}  # fmt: skip
-    with (out / "auto_further.jsonl").open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(json.dumps(record), flush=True)
+    write_record(out / "auto_further.jsonl", record)
     for path in work.glob("*.safetensors"):
         path.unlink()
 
@@ -751,13 +752,11 @@ def unmerge(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_cpt import prepared_corpus
     from bench_cpt import score as bench_score
-    from redwhale.config.schema import EnglishSection
-    from redwhale.recipe.phases import english_heldout, korean_heldout
     from redwhale.train.merge import safetensors_index
 
     torch.set_num_threads(threads)
     prepared = prepared_corpus(bench_out)
-    korean, english = korean_heldout(prepared, 15_000, 0), english_heldout(EnglishSection(), 20_000, 0)
+    korean, english = bench_heldout(prepared)
     for arm in arms:
         trained, start = arm / "train" / "model", arm / "extend" / "model"
         summary = json.loads((trained / "training_summary.json").read_text())
@@ -780,9 +779,7 @@ def unmerge(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
         kept = json.loads((arm / "eval.json").read_text()) if (arm / "eval.json").is_file() else {}
         record = {"experiment": "unmerge", "arm": str(arm), "merged_weight": weight, "unmerged": scored,
                   "kept": {k: kept.get(k) for k in ("korean_bpb", "english_bpb")}}  # fmt: skip
-        with (out / "unmerge.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        write_record(out / "unmerge.jsonl", record)
         for path in work.glob("*.safetensors"):
             path.unlink()
 
@@ -846,24 +843,21 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
     from its context). Each group's bits per byte under (a), under ``full`` (the (b) model) and under the base, and
     its share of the gap between (a) and (b) in bits; with how alike (a)'s new rows are (:func:`_row_similarity`).
     One line in ``buckets.jsonl``. Analysis of finished arms, not a choice of defaults."""
-    from collections import Counter
-
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_cpt import prepared_corpus
     from redwhale.core.source import load_tokenizer, materialize, resolve
-    from redwhale.recipe.phases import korean_heldout, read_texts
+    from redwhale.models.extend import count_tokens
+    from redwhale.recipe.phases import read_texts
 
     prepared = prepared_corpus(bench_out)
-    korean = korean_heldout(prepared, 15_000, 0)
+    korean, _ = bench_heldout(prepared)
     trained_model = arm / "train" / "model"
     base_rows = json.loads((arm / "extend" / "model" / "init_report.json").read_text())["base_vocab"]
     summary = json.loads((trained_model / "training_summary.json").read_text())
     trained_tokens = sum(s["tokens"] for s in summary["stages"])
     tokenizer = load_tokenizer(str(trained_model))
-    counts: Counter[int] = Counter()
-    for ids in tokenizer(list(read_texts(prepared.split("train"))), add_special_tokens=False)["input_ids"]:
-        counts.update(ids)
-    share = trained_tokens / sum(counts.values())
+    counts = count_tokens(tokenizer, list(read_texts(prepared.split("train")))).tolist()
+    share = trained_tokens / sum(counts)
     scored = {name: _token_bits(path, korean, threads)
               for name, path in (("a", trained_model), ("b", full), ("base", materialize(resolve(BASE), None)))}  # fmt: skip
     edges = (0.5, 2, 8, 32, float("inf"))
@@ -907,8 +901,7 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
     similarity = _row_similarity(trained_model, base_rows)
     record = {"experiment": "buckets", "arm": str(arm), "full": str(full), "trained_tokens": trained_tokens,
               "share_of_split_trained": share, "overall": overall, "groups": rows, "row_similarity": similarity}  # fmt: skip
-    with (out / "buckets.jsonl").open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    write_record(out / "buckets.jsonl", record, show=False)
     for by, table in rows.items():
         print(f"\n| bytes by (a)'s {by} | share of bytes | (a)'s tokens | (a) bpb | (b) bpb | (a) / (b) "
               "| share of the gap | base bpb |")  # fmt: skip
@@ -966,9 +959,7 @@ def repeated(out: Path, model_dir: Path, bench_out: Path, stage_tokens: int, thr
         record = {"experiment": "repeated", "name": "the extension, untrained", "model": str(model_dir),
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
                   "korean_by_occurrence": repeat_split(model_dir, korean, base_rows, threads)}  # fmt: skip
-        with records.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        write_record(records, record)
     for name, first, first_texts in (("default four stages", stages[0], train),
                                      ("stage 1 on documents written twice", stages[0], twice),
                                      ("stage 1 on documents written twice, head rows too", head_too, twice)):  # fmt: skip
@@ -986,9 +977,7 @@ def repeated(out: Path, model_dir: Path, bench_out: Path, stage_tokens: int, thr
                              for s in one["stages"] + rest["stages"]],
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
                   "korean_by_occurrence": repeat_split(work / "rest" / "model", korean, base_rows, threads)}  # fmt: skip
-        with records.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        write_record(records, record)
         for folder in (work / "stage1" / "model", work / "rest" / "model"):
             for path in folder.glob("*.safetensors"):
                 path.unlink()
@@ -1047,9 +1036,7 @@ def distill(out: Path, model_dir: Path, bench_out: Path, steps: int, lr: float, 
                   **({"lr": lr, "steps": steps, **distilled} if model == folder else {}),
                   "stages": [{k: s[k] for k in ("stage", "tokens", "seconds")} for s in summary["stages"]],
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}  # fmt: skip
-        with records.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        write_record(records, record)
 
 
 def _distill_rows(model_dir, base_dir, base_tok, tok, train, steps, lr, folder) -> dict:
