@@ -21,6 +21,8 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py unmerge --out DIR --model <bench out>/budget-480/a ... --bench-out B   # auto undone
     python bench/cpt_explore.py buckets --out DIR --model <(a)'s arm> <(b)'s train/model> --bench-out B   # the gap
     python bench/cpt_explore.py repeated --out DIR --model M --bench-out B --tokens 40960   # learning to copy
+    python bench/cpt_explore.py rows --out DIR --model M --bench-out B                      # new-row variants, untrained
+    python bench/cpt_explore.py replay --out DIR --model M --bench-out B --tokens 163840 --share 0.25   # English replay
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
@@ -35,7 +37,9 @@ input rows distilled toward the base's hidden states in stage 1's place, ``disti
 r23 (bench r9's arms with ``merge_with_base: auto`` undone, ``unmerge``; one sequence a step instead of two, grid
 ``r23a``; where (a) loses to (b), byte by byte, ``buckets``; stage 1 on documents written twice, ``repeated``; r18b
 rerun with ``--keep-model`` and its model scored by repeat, ``score``; r18 likewise, and grid ``r23c``) in
-``cpt_explore_r23.jsonl``.
+``cpt_explore_r23.jsonl``. r24 (the attention of every layer after stage 1, grid ``r24a``), r25 (new rows weighted by
+their pieces' rarity, output rows calibrated after the input rows are scaled: ``rows``) and r26 (English replay after
+stage 1, ``replay``) in ``cpt_explore_r24.jsonl``.
 """
 
 from __future__ import annotations
@@ -176,6 +180,12 @@ def schedule(kind: str, lr: float, emb_lr: float, new_lr: float | None, lora_lr:
             {"name": "embeddings", "trainable": {"embeddings": "new"}, "lr": emb_lr},
             {"name": "all_layers", "trainable": {"layers": "all", "norms": True}, "lr": lr},
         ],
+        # r24: the default's stage 1, then the attention of every layer (what copies from context) for the rest,
+        # the MLPs (where the base keeps most of what it knows) frozen
+        "newin_attn": [
+            {"name": "embeddings", "trainable": {"embeddings": "new"}, "lr": emb_lr},
+            {"name": "attention", "trainable": {"patterns": [r"\.self_attn\."]}, "lr": lr},
+        ],
         "emb_only": [emb],
         # stage 1 on the new *input* rows only; kinds ending in _untied / _normed run it on those copies of the model
         "paper_newin": [
@@ -258,6 +268,13 @@ GRIDS = {
     # the other three quarters of (a)'s 480 s tokens (run with --keep-model, then ``score``). Ran: 1.9292 in 398 s,
     # repeats 1.72 against 1.89 first, English 1.2037; merged back 0.5 / 0.6: 1.968 / 1.986 at 1.0729 / 1.0587
     "r23c": [(80000, "newin_all_layers_pipeline", [0.25, 0.75], 3e-4, 1e-3, None, None)],
+    # r24: does training only the attention of every layer (after the default's stage 1) teach the 80k model to copy
+    # its new tokens from context (r23c: every layer does, at +16% English) while the MLPs hold English? At (a)'s
+    # 480 s tokens (163,840), run with --keep-model and scored with ``score``; at 3e-4 and at 1e-3. r24a ran: 1.9708
+    # in 350 s, repeats 1.79 against 1.91 first, English 1.1259 (+8.3%): worse than the default on both (1.962,
+    # +5.4%); r24b was not run
+    "r24a": [(80000, "newin_attn_pipeline", [0.25, 0.75], 3e-4, 1e-3, None, None)],
+    "r24b": [(80000, "newin_attn_pipeline", [0.25, 0.75], 1e-3, 1e-3, None, None)],
     # the paper's schedule at higher rates, 40,960 tokens (r3's last rows, split in two to run side by side)
     "r4a": [(20000, "paper", [0.25] * 4, 3e-4, 1e-3, None, 6e-4)],
     "r4b": [(20000, "paper", [0.25] * 4, 6e-4, 1e-3, None, 1.2e-3)],
@@ -983,6 +1000,148 @@ def repeated(out: Path, model_dir: Path, bench_out: Path, stage_tokens: int, thr
                 path.unlink()
 
 
+def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threads: int) -> None:
+    """r25: do new rows that are less alike, or output rows calibrated after the input rows are scaled, start or end
+    better? (``buckets``: the new rows' mean cosine is 0.81 against the base rows' 0.45, each the mean of ~8.7 pieces
+    on the 80k model, and the untrained extension copies no repeat: 1.91 against 1.92 the first time.) Each variant of
+    ``model_dir`` (the pipeline's extended model) is written to ``out/rows/<variant>`` and scored untrained like
+    ``score`` (one line each in ``scores.jsonl``, with the new rows' mean cosine); train one with the default schedule
+    by linking it as ``ext-80000-pipeline`` in a fresh ``--out`` and running ``run --grid r16``. Variants:
+
+    * ``idf-in:A``: each new *input* row the mean of its pieces' base rows weighted by ``(count + 1) ** -A`` (the
+      piece's count in the training text under the base tokenizer: common byte pieces weigh less), at the base rows'
+      mean norm as the pipeline leaves it;
+    * ``idf-both:A``: the same for the output rows too, each keeping its calibration offset (old row minus its
+      pieces' plain mean);
+    * ``head:F``: the output rows re-made as their pieces' plain mean times ``F`` (``base``: each at the base rows'
+      mean norm), then the offsets fitted again (``calibrate``, 2,048 positions as the pipeline) on the model as it
+      is, its input rows already scaled (the pipeline calibrates before scaling them)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redwhale.core.source import materialize, resolve
+    from redwhale.models.extend import calibration_data, count_tokens, new_token_strings
+    from redwhale.models.init import calibrate, decompose
+
+    torch.set_num_threads(threads)
+    train, _, _ = texts(bench_out)
+    base_dir = materialize(resolve(BASE), None)
+    base_tok, tokenizer = AutoTokenizer.from_pretrained(base_dir), AutoTokenizer.from_pretrained(model_dir)
+    base = len(base_tok)
+    pieces = decompose(base_tok.backend_tokenizer, new_token_strings(tokenizer, base))
+    new = slice(base, base + len(pieces))
+    piece_counts = count_tokens(base_tok, train[:20_000])[:base]
+
+    def weighted(matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return torch.stack([(weights[ids, None] * matrix[ids]).sum(0) / weights[ids].sum() if ids else matrix[r]
+                            for r, ids in enumerate(pieces, start=base)])  # fmt: skip
+
+    built = []
+    for variant in variants:
+        kind, _, value = variant.partition(":")
+        folder = out / "rows" / variant.replace(":", "-")
+        built.append(folder)
+        if folder.is_dir():
+            continue
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        plain = torch.ones(base)
+        with torch.no_grad():
+            if kind in ("idf-in", "idf-both"):
+                idf = (piece_counts + 1.0).float() ** -float(value)
+                rows_in = weighted(embed, idf)
+                embed[new] = rows_in * (embed[:base].norm(dim=1).mean() / rows_in.norm(dim=1, keepdim=True))
+                if kind == "idf-both":
+                    head[new] = weighted(head, idf) + (head[new] - weighted(head, plain))
+            elif kind == "head":
+                rows_out = weighted(head, plain)
+                scale = (
+                    head[:base].norm(dim=1).mean() / rows_out.norm(dim=1, keepdim=True)
+                    if value == "base"
+                    else float(value)
+                )
+                head[new] = rows_out * scale
+            else:
+                raise SystemExit(f"unknown variant {variant!r}")
+        if kind == "head":
+            sample, counts = calibration_data(tokenizer, train, 30_000, 0)  # the extend phase's defaults
+            calibrate(model, tokenizer, sample, counts[new], pieces, base, max_positions=2048)
+        folder.mkdir(parents=True)
+        shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "config.json"),
+                        dirs_exist_ok=True)  # fmt: skip
+        model.save_pretrained(folder)
+    score_models(out, built, bench_out, threads)
+    for folder in built:
+        similarity = _row_similarity(folder, base)
+        write_record(out / "scores.jsonl", {"experiment": "rows", "model": str(folder), **similarity})
+
+
+def replay(
+    out: Path, model_dir: Path, bench_out: Path, tokens: int, share: float, threads: int, schedules: list[str]
+) -> None:
+    """r26: English replay (a stage's ``english_share``) in the stages after the first, from the Python reference's
+    documents outside every English text scored here and by bench_cpt.py (and the check text ``merge_with_base: auto``
+    chooses on): does it hold English at less Korean than merging back does, for the default schedule and for every
+    layer in one stage (which learns more Korean and to copy, at +16% English unreplayed, r23c)? ``tokens`` in all,
+    English blocks included (equal compute). Scored on the held-out Korean disjoint from the bench's, the bench's
+    English, and licence English (another domain, ``bench_cpt.licence_english``); one line each in ``replay.jsonl``."""
+    import torch
+
+    from redwhale.config.schema import EvalSection, default_stages
+    from redwhale.core.source import materialize, resolve
+    from redwhale.evaluate.run import evaluate
+    from redwhale.train.run import train_schedule
+
+    torch.set_num_threads(threads)
+    train, korean, english = texts(bench_out)
+    from bench_cpt import licence_english, replay_english  # (texts() put bench/ on the path)
+
+    licences = licence_english()
+    # the reference outside its first 60,000 characters (those scored, the check text after them, and a margin)
+    pool = replay_english(50_000, 10_000)
+    assert not set(english) & set(pool)
+    base_dir = materialize(resolve(BASE), None)
+    records = out / "replay.jsonl"
+    done = {json.loads(line)["name"] for line in records.read_text().splitlines()} if records.is_file() else set()
+    section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
+
+    def licence_bpb(model: Path, name: str) -> float:
+        folder = out / "replay" / name
+        return evaluate(str(model), folder / "licences.json", [], licences, section, False)["english_bpb"]
+
+    if "base" not in done:
+        write_record(
+            records, {"experiment": "replay", "name": "base", "licence_english_bpb": licence_bpb(base_dir, "base")}
+        )
+    if "the extension, untrained" not in done:
+        write_record(records, {"experiment": "replay", "name": "the extension, untrained",
+                               "licence_english_bpb": licence_bpb(model_dir, "untrained")})  # fmt: skip
+    newin = dict(default_stages()[0], share=None)
+    all_layers = {"name": "all_layers", "trainable": {"layers": "all", "norms": True}, "lr": 3e-4}
+    later = [dict(s, share=None) for s in default_stages()[1:]]
+    for schedule_name, name, stages, shares, replayed in (
+        ("default", "default", [newin, *later], [0.25] * 4, 0.0),
+        ("default", f"default, English {share:g} after stage 1", [newin, *later], [0.25] * 4, share),
+        ("all_layers", f"stage 1 then every layer, English {share:g}", [newin, all_layers], [0.25, 0.75], share),
+    ):
+        if name in done or schedule_name not in schedules:
+            continue
+        stages = [stages[0]] + [dict(s, english_share=replayed) for s in stages[1:]]
+        work = out / "replay" / name.replace(" ", "-").replace(",", "")
+        started = time.perf_counter()
+        summary = train_schedule(model_dir, train, pool, train_section(stages, split_tokens(tokens, shares)), work)
+        seconds = time.perf_counter() - started
+        result = score(work / "model", work / "eval.json", korean, english, base_dir)
+        record = {"experiment": "replay", "name": name, "model": str(model_dir), "tokens": tokens,
+                  "english_share": replayed, "train_seconds": round(seconds, 1),
+                  "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
+                  "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
+                  "licence_english_bpb": licence_bpb(work / "model", work.name)}  # fmt: skip
+        write_record(records, record)
+
+
 def _aligned_pairs(offsets, base_offsets) -> tuple[list[int], list[int]]:
     """Positions where both tokenizations end a token at the same character with the next token starting after it
     (a character split into byte pieces ends at its last piece, in either tokenization)."""
@@ -1111,7 +1270,7 @@ def table(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend",
-                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated"])  # fmt: skip
+                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
@@ -1123,6 +1282,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8000, help="pipeline: the tokenizer size (tokens)")
     parser.add_argument("--steps", type=int, default=40, help="distill: documents (one a step)")
     parser.add_argument("--lr", type=float, default=3e-3, help="distill: the new input rows' rate")
+    parser.add_argument("--variants", nargs="+", default=["idf-in:0.5", "idf-in:1", "idf-both:1", "head:1", "head:base"],
+                        help="rows: which variants of --model (see rows)")  # fmt: skip
+    parser.add_argument("--schedules", nargs="+", choices=["default", "all_layers"], default=["default", "all_layers"],
+                        help="replay: which schedules to run (the default's four stages, or stage 1 then every layer)")  # fmt: skip
+    parser.add_argument("--share", type=float, default=0.25, help="replay: the English share after stage 1")
     parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")
     parser.add_argument("--bench-out", type=Path, default=None, help="bench_cpt.py's --out: its corpus, disjoint text")
     args = parser.parse_args()
@@ -1149,6 +1313,10 @@ def main() -> None:
         return auto_further(args.out, args.model[0], args.weights, args.bench_out, args.threads)
     if args.what == "repeated":
         return repeated(args.out, args.model[0], args.bench_out, args.tokens, args.threads)
+    if args.what == "rows":
+        return rows(args.out, args.model[0], args.variants, args.bench_out, args.threads)
+    if args.what == "replay":
+        return replay(args.out, args.model[0], args.bench_out, args.tokens, args.share, args.threads, args.schedules)
     if args.what == "buckets":
         return buckets(args.out, args.model[0], args.model[1], args.bench_out, args.threads)
     if args.what == "unmerge":
