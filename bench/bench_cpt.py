@@ -9,7 +9,12 @@ held-out split, 15,000 characters) and English (CPython's reference, 20,000 char
 (b) plain continual pretraining: full fine-tuning of every parameter with the base tokenizer, at its best learning
     rate in our experiments (3e-4, bench/cpt_explore.py: better than 1e-4 and 1e-3 at these budgets), not merged back
     (``merge_with_base: 0``; (a) and (c) keep the recipe's default, ``auto``, its English measurements in their time);
-(c) redwhale at the paper's fixed 20,000-token Korean tokenizer, everything else as (a).
+(c) redwhale at the paper's fixed 20,000-token Korean tokenizer, everything else as (a);
+(d) (not the defaults, asked for with ``--arms``) redwhale as (a), but after stage 1 every layer and norm in one stage
+    with a tenth of its blocks English replay (``english_share: 0.1``) from CPython's reference outside the English
+    scored here and the text ``merge_with_base: auto`` chooses on: the schedule that learned the most Korean at equal
+    English in ``bench/cpt_explore.py`` (r26). It needs the memory of every layer's optimizer state at once (the
+    paper's odd / even split is what fits SOLAR-10.7B on one 80 GB GPU), hence not the default.
 
 Wall clock counts everything an arm does to produce its model: the tokenizer and extend phases, tokenising the
 training text and training. The training tokens of each arm are set from its stages' tokens/s, measured on its own
@@ -93,7 +98,45 @@ ARMS = {
     "a": "(a) redwhale defaults",
     "b": "(b) full fine-tuning, base tokenizer",
     "c": "(c) redwhale, 20,000-token tokenizer",
+    "d": "(d) redwhale, every layer + English replay",
 }
+DEFAULT_ARMS = ("a", "b", "c")  # (d) runs when asked for (--arms)
+REPLAY_SHARE = 0.1  # (d)'s English share after stage 1 (cpt_explore.py r26: holds English as 0.25 does)
+LICENSES = Path("/usr/share/common-licenses")
+
+
+def replay_stages() -> list[StageSection]:
+    """(d)'s schedule: the default's stage 1, then every layer and norm at the layers' rate with English replay."""
+    first = default_stages()[0]
+    layers = StageSection(name="all_layers", trainable={"layers": "all", "norms": True}, share=1 - first.share,
+                          lr=default_stages()[1].lr, english_share=REPLAY_SHARE)  # fmt: skip
+    return [first, layers]
+
+
+def replay_english(scored_chars: int, check_chars: int) -> list[str]:
+    """(d)'s English replay: CPython's reference documents outside the ``scored_chars`` the bench scores and the
+    ``check_chars`` after them that ``merge_with_base: auto`` chooses on (both come from the same shuffled sample)."""
+    from redwhale.core.text import heldout_sample
+    from redwhale.corpus.bundled import python_docs_english
+
+    docs = list(python_docs_english(unit="paragraph"))
+    held = set(heldout_sample(docs, scored_chars + check_chars, 0, heldout_only=False))
+    return [d for d in docs if d not in held]
+
+
+def licence_english(max_chars: int = 20_000) -> list[str]:
+    """English of another domain than CPython's reference: the licence texts Debian ships (paragraphs of 20 words or
+    more), to tell replay that holds English in general from replay that holds only the reference's own (none where
+    the folder is missing)."""
+    from redwhale.core.text import heldout_sample
+
+    if not LICENSES.is_dir():
+        return []
+    paragraphs = []
+    for path in sorted(p for p in LICENSES.iterdir() if p.is_file()):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        paragraphs += [" ".join(block.split()) for block in text.split("\n\n") if len(block.split()) >= 20]
+    return heldout_sample(paragraphs, max_chars, 0, heldout_only=False)
 
 
 def full_stage(tokens: int) -> StageSection:
@@ -124,7 +167,12 @@ def prepared_corpus(out: Path) -> PreparedCorpus:
 
 
 def step_rates(
-    model: Path, stages: list[StageSection], prepared: PreparedCorpus, work: Path, merge_with_base: float | str = "auto"
+    model: Path,
+    stages: list[StageSection],
+    prepared: PreparedCorpus,
+    work: Path,
+    merge_with_base: float | str = "auto",
+    english: list[str] | None = None,
 ) -> tuple[list[float], float]:
     """Tokens/s of each stage on ``model`` (the median step after the first of a short run) and the seconds a run
     spends outside its steps (tokenising, loading and saving each stage, merging LoRA): the probe's wall clock less
@@ -142,7 +190,7 @@ def step_rates(
     probe_dir = work / f"probe-{PROBE_STEPS}"
     train_section = section(probe, None, merge_with_base).model_copy(update={"english_tolerance": 0.0})
     started = time.perf_counter()
-    summary = train_schedule(model, read_texts(prepared.split("train")), None, train_section, probe_dir, SEED)
+    summary = train_schedule(model, read_texts(prepared.split("train")), english, train_section, probe_dir, SEED)
     elapsed = time.perf_counter() - started
     searched = summary.get("merge_search", {}).get("searched", [])
     if searched:  # a weight not reached: at the slowest merged weight's seconds (the measurement's if none merged)
@@ -189,11 +237,13 @@ def adapt(arm: str, tokenizer: TokenizerSection, planned: int, prepared: Prepare
     return extended.model, adapted, time.perf_counter() - started
 
 
-def train(model: Path, train_section: TrainSection, prepared: PreparedCorpus, work: Path) -> tuple[dict, float]:
+def train(
+    model: Path, train_section: TrainSection, prepared: PreparedCorpus, work: Path, english: list[str] | None = None
+) -> tuple[dict, float]:
     from redwhale.train.run import train_schedule
 
     started = time.perf_counter()
-    summary = train_schedule(model, read_texts(prepared.split("train")), None, train_section, work / "train", SEED)
+    summary = train_schedule(model, read_texts(prepared.split("train")), english, train_section, work / "train", SEED)
     return summary, time.perf_counter() - started
 
 
@@ -207,8 +257,12 @@ def score(model: Path, korean: list[str], english: list[str], out: Path) -> dict
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokens = sum(len(ids) for ids in tokenizer(korean, add_special_tokens=False)["input_ids"])
     chars = sum(len(t) for t in korean)
-    return {"korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
-            "tokens_per_1000_korean_chars": 1000 * tokens / chars}  # fmt: skip
+    row = {"korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
+           "tokens_per_1000_korean_chars": 1000 * tokens / chars}  # fmt: skip
+    if licences := licence_english():  # since (d): English of another domain than the reference (d) replays
+        licence = evaluate(str(model), out.with_name(f"{out.stem}-licences.json"), [], licences, eval_section)
+        row["licence_english_bpb"] = licence["english_bpb"]
+    return row
 
 
 def seed_folder(out: Path) -> Path:
@@ -234,7 +288,7 @@ def run_budget(
     korean, english = heldout
     stages = default_stages()
     work = seed_folder(out) / f"budget-{budget:.0f}"
-    arms = set(ARMS) if arms is None else arms
+    arms = set(DEFAULT_ARMS) if arms is None else arms
     for arm in arms:
         shutil.rmtree(work / arm, ignore_errors=True)
     rows: dict[str, dict] = {}
@@ -246,9 +300,9 @@ def run_budget(
         rows["c"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_c]
         on_row("c", rows["c"])
         tokens_c = rows["c"]["training_tokens"]
-    elif "a" in arms:
+    elif arms & {"a", "d"}:
         if not earlier or "c" not in earlier:
-            raise SystemExit("--arms a: (a) plans its vocabulary for (c)'s training tokens; no earlier (c) row")
+            raise SystemExit("--arms a / d: they plan their vocabulary for (c)'s training tokens; no earlier (c) row")
         tokens_c = earlier["c"]["training_tokens"]
     if "a" in arms:  # defaults: the budget it plans its vocabulary for is what (c) trained
         model_a, tok_a, adapt_a = adapt("a", TokenizerSection(), tokens_c, prepared, work / "a")
@@ -258,6 +312,15 @@ def run_budget(
         rows["a"]["planned_tokens"] = tokens_c
         rows["a"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_a]
         on_row("a", rows["a"])
+    if "d" in arms:  # as (a), with its own schedule and English replay
+        replay, stages_d = replay_english(len_chars(english), TrainSection().english_check_chars), replay_stages()
+        model_d, tok_d, adapt_d = adapt("d", TokenizerSection(), tokens_c, prepared, work / "d")
+        rates_d, fixed_d = step_rates(model_d, stages_d, prepared, work / "d", english=replay)
+        plan_d = planned_stages(budget - adapt_d - fixed_d, stages_d, rates_d)
+        rows["d"] = _arm(model_d, section(plan_d), prepared, work / "d", adapt_d, tok_d, korean, english, replay)
+        rows["d"]["planned_tokens"] = tokens_c
+        rows["d"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_d]
+        on_row("d", rows["d"])
     if "b" in arms:
         rows["b"] = _arm_b(budget, prepared, base_dir, work, korean, english)
         on_row("b", rows["b"])
@@ -284,7 +347,7 @@ def run_tokens(
     on_row = on_row or (lambda arm, row: None)
     korean, english = heldout
     work = seed_folder(out) / f"tokens-{tokens}"
-    todo = [arm for arm in "abc" if arms is None or arm in arms]  # the comparison the issue asks for first
+    todo = [arm for arm in "abcd" if (arm in arms if arms else arm in DEFAULT_ARMS)]  # (a) and (b) first
     rows: dict[str, dict] = {}
     for arm in todo:
         shutil.rmtree(work / arm, ignore_errors=True)
@@ -294,14 +357,20 @@ def run_tokens(
         else:
             size = TokenizerSection(size=20_000) if arm == "c" else TokenizerSection()
             model, adapted, adapt_s = adapt(arm, size, tokens, prepared, work / arm)
-            rows[arm] = _arm(model, section(default_stages(), tokens), prepared, work / arm, adapt_s, adapted,
-                             korean, english)  # fmt: skip
+            stages = replay_stages() if arm == "d" else default_stages()
+            replay = replay_english(len_chars(english), TrainSection().english_check_chars) if arm == "d" else None
+            rows[arm] = _arm(model, section(stages, tokens), prepared, work / arm, adapt_s, adapted, korean, english,
+                             replay)  # fmt: skip
         on_row(arm, rows[arm])
     return rows
 
 
-def _arm(model, train_section, prepared, work, adapt_s, adapted, korean, english) -> dict:
-    summary, train_s = train(model, train_section, prepared, work)
+def len_chars(texts: list[str]) -> int:
+    return sum(len(t) for t in texts)
+
+
+def _arm(model, train_section, prepared, work, adapt_s, adapted, korean, english, replay=None) -> dict:
+    summary, train_s = train(model, train_section, prepared, work, replay)
     result = score(work / "train" / "model", korean, english, work / "eval.json")
     shutil.rmtree(work / "train" / "checkpoints", ignore_errors=True)  # the arm is done: ~0.7 GB it no longer needs
     row = {"adapt_seconds": round(adapt_s, 1), "train_seconds": round(train_s, 1),
@@ -328,7 +397,7 @@ def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
     print(f"| - | base SmolLM2-135M | 0 | - | - | - | 0 | {base['korean_bpb']:.4f} | {base['english_bpb']:.4f} "
           f"| +0.00% | {base['tokens_per_1000_korean_chars']:.0f} |")  # fmt: skip
     for budget, rows in results.items():
-        for arm in (arm for arm in "abc" if arm in rows):
+        for arm in (arm for arm in "abcd" if arm in rows):
             r = rows[arm]
             english = (r["english_bpb"] / base["english_bpb"] - 1) * 100
             print(f"| {budget_label(budget)} | {ARMS[arm]} | {r.get('added_tokens', 0):,} | {r['adapt_seconds']:.0f} "
@@ -336,11 +405,20 @@ def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
                   f"| {r['korean_bpb']:.4f} | {r['english_bpb']:.4f} | {english:+.2f}% "
                   f"| {r['tokens_per_1000_korean_chars']:.0f} |")  # fmt: skip
     for budget, rows in results.items():
-        for arm in (arm for arm in "abc" if arm in rows and not budget.startswith("tokens-")):
+        for arm in (arm for arm in "abcd" if arm in rows and not budget.startswith("tokens-")):
             off = rows[arm]["wall_seconds"] / float(budget) - 1
             if abs(off) > WALL_TOLERANCE:
                 print(f"{budget} s: {ARMS[arm]} used {rows[arm]['wall_seconds']:.0f} s ({off:+.0%}): not at equal "
                       f"compute; rerun it with --budgets {budget} --arms {arm}")  # fmt: skip
+        if "licence_english_bpb" in base:
+            for arm in (arm for arm in "abcd" if "licence_english_bpb" in rows.get(arm, {})):
+                licence = rows[arm]["licence_english_bpb"]
+                print(f"{budget_label(budget)}: {ARMS[arm]}: licence English {licence:.4f} "
+                      f"({(licence / base['licence_english_bpb'] - 1) * 100:+.2f}% against the base's)")  # fmt: skip
+        if "d" in rows and "b" in rows:
+            d, b = rows["d"], rows["b"]
+            print(f"{budget_label(budget)}: (d) Korean {d['korean_bpb']:.4f} vs (b) {b['korean_bpb']:.4f} "
+                  f"({(d['korean_bpb'] / b['korean_bpb'] - 1) * 100:+.1f}%)")  # fmt: skip
         if "a" not in rows or "b" not in rows:
             continue
         a, b = rows["a"], rows["b"]
@@ -424,7 +502,7 @@ def main() -> None:
     else:
         keys = [(f"{budget:.0f}", budget) for budget in args.budgets]
     for key, budget in keys:
-        todo = arms if arms else set(ARMS) - set(results.get(key, {})) if args.resume else None
+        todo = arms if arms else set(DEFAULT_ARMS) - set(results.get(key, {})) if args.resume else None
         if todo == set():
             continue
         on_row = lambda arm, row, key=key: save(key, arm, row)  # noqa: E731
