@@ -85,6 +85,20 @@ def test_doctor_reports_what_a_bug_report_needs(tmp_path, capsys):
     assert report["run_dir"]["writable"] is True
 
 
+def test_train_plan_of_the_default_stages_on_an_untied_gpu_model(tmp_path, capsys, untied_llama_dir):
+    """Stage 1 trains the new input rows and leaves an untied head frozen in bf16: the plan's emulated autocast must
+    not cast the fp32 logits the fused loss writes into (it failed with a dtype error on SOLAR-10.7B)."""
+    import json
+
+    out = tmp_path / "plan.json"
+    args = ["train", "plan", "--model", str(untied_llama_dir), "--sequence-length", "128", "--json", str(out)]
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    stages = json.loads(out.read_text())["stages"]
+    assert [s["stage"] for s in stages][:4] == ["embeddings", "odd_layers", "even_layers", "lora"]
+    assert all(s["total_gib"] > 0 for s in stages)
+
+
 def test_train_plan_plans_for_the_largest_vocabulary_the_config_can_merge(tmp_path, capsys, tied_llama_dir):
     """Without --new-tokens the plan grows the vocabulary by the most ``tokenizer.size`` can add: 80,000 with the
     default ``auto`` (a billions-of-tokens budget takes it), the set size with a fixed one."""

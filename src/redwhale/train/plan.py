@@ -196,7 +196,10 @@ class Probe:
 class _EmulatedAutocast(torch.overrides.TorchFunctionMode):
     """bf16 autocast as it behaves on CUDA, for ``meta`` tensors (autocast itself does not run on ``meta``): the
     inputs of matrix products are cast to bf16, everything else keeps its dtype (so the residual stream and norms
-    stay fp32, and each linear layer saves bf16 copies of its input and weight, as under real autocast)."""
+    stay fp32, and each linear layer saves bf16 copies of its input and weight, as under real autocast). A call with an
+    ``out=`` tensor is not cast, as autocast does not cast one (the fused loss computes its logits into an fp32
+    ``out`` when the head is frozen in bf16 and the hidden states are fp32: a stage that trains the new input rows of
+    an untied model)."""
 
     LOW_PRECISION = {
         torch.nn.functional.linear,
@@ -210,7 +213,7 @@ class _EmulatedAutocast(torch.overrides.TorchFunctionMode):
     }
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.LOW_PRECISION:
+        if func in self.LOW_PRECISION and "out" not in (kwargs or {}):
             args = tuple(
                 a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args
             )
