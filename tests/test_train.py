@@ -404,3 +404,18 @@ def test_the_english_auto_merge_checks_is_never_the_english_evaluation_scores(tm
     with caplog.at_level("WARNING"):
         fallback = english_check(mine, 50_000, 5_000, 0)
     assert fallback == english_check(bundled, 50_000, 5_000, 0) and "Python reference" in caplog.text
+
+
+def test_replay_without_english_inputs_is_the_python_reference_outside_what_measures_forgetting(caplog):
+    """A stage's english_share with no english.inputs replays the Python reference, none of the documents evaluation
+    scores or merge_with_base: auto checks on; without english_share nothing is replayed."""
+    from redwhale.config.schema import EnglishSection
+    from redwhale.recipe.phases import english_check, english_heldout, english_replay
+
+    bundled = EnglishSection()
+    assert english_replay(bundled, 0) is None
+    with caplog.at_level("WARNING"):
+        replay = list(english_replay(bundled, 0, wanted=True, held_chars=20_000 + 5_000))
+    scored, check = english_heldout(bundled, 20_000, 0), english_check(bundled, 20_000, 5_000, 0)
+    assert scored and check and not (set(scored) | set(check)) & set(replay)
+    assert sum(map(len, replay)) > 100_000 and "Python reference" in caplog.text

@@ -57,7 +57,12 @@ def train(
     summary = train_schedule(
         model,
         korean,
-        english_replay(english_section, cfg.seed),
+        english_replay(
+            english_section,
+            cfg.seed,
+            any(s.english_share > 0 for s in train.stages),
+            cfg.eval.english_chars + train.english_check_chars,
+        ),
         train,
         out,
         cfg.seed,

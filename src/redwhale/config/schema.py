@@ -353,7 +353,13 @@ class StageSection(Section):
     weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay (never applied to embeddings)")
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of the stage's steps spent warming up")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay ends at this fraction of the peak")
-    english_share: float = Field(0.0, ge=0, lt=1, description="share of blocks drawn from the English replay data")
+    english_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of blocks drawn from the English replay data (english.inputs; none given: the Python "
+        "reference shipped with CPython, outside the text that measures forgetting)",
+    )
 
     @model_validator(mode="after")
     def _trains_something(self) -> StageSection:
@@ -385,6 +391,14 @@ class StageSection(Section):
 # model untrained: 2.157 (the calibrated rows), trained in full at 3e-4 1.916, at 1e-3 1.981 (English +137%), with
 # its new rows at 3e-3 2.080. Extending (b)'s trained model afterwards with the 80k tokenizer: 2.086 against its own
 # 1.845 (the init does not carry over what training learned through the base's pieces).
+# r24-r26 (cpt_explore_r24.jsonl, the 80k model, 163,840 tokens, the same text): the attention of every layer after
+# stage 1 1.971 (English +8.3%); new input rows weighted by their pieces' rarity, or output rows calibrated after the
+# input rows are scaled, 1.972 / 1.960 (untrained 2.119 / 2.124 against 2.157: the edge does not survive training).
+# English replay (english_share) holds English where merging back costs Korean: stage 1, then every layer with a tenth
+# of the blocks English, 1.933 with English under the base's, on the reference (0.916 against 1.036) and on licence
+# text (1.067 against 1.078), against the default's 1.962 at +5.4% / +2.8%; the default's stages with a quarter
+# English 1.981. Every layer at once needs about twice the stage's gradients and optimizer state of odd / even, so it
+# is configs/every-layer.yaml and bench_cpt.py's arm (d), not the default the SOLAR-10.7B plan fits 80 GB with.
 def default_stages() -> list[StageSection]:
     """The RedWhale schedule: the new input rows, odd layers, even layers, LoRA over the whole model.
 

@@ -130,11 +130,28 @@ def english_check(english: EnglishSection, scored_chars: int, chars: int, seed: 
     return heldout_after(python_docs_english(unit="paragraph"), scored_chars, chars, seed, heldout_only=False)
 
 
-def english_replay(english: EnglishSection, seed: int) -> Iterator[str] | None:
-    """The English texts replayed in training (never those held out to measure forgetting)."""
-    if not english.inputs:
+def english_replay(
+    english: EnglishSection, seed: int, wanted: bool = False, held_chars: int = 0
+) -> Iterator[str] | None:
+    """The English texts replayed in training (never those held out to measure forgetting). Without English inputs, a
+    schedule that asks for replay (``wanted``: a stage's ``english_share``) replays the Python reference shipped with
+    CPython, all but its first ``held_chars`` characters in the shuffled order that the English measuring forgetting
+    and ``merge_with_base: auto``'s check text are taken from (:func:`english_heldout`, :func:`english_check`)."""
+    if english.inputs:
+        return training_texts(read_texts(english.inputs, english.text_unit), seed, english.heldout_fraction)
+    if not wanted:
         return None
-    return training_texts(read_texts(english.inputs, english.text_unit), seed, english.heldout_fraction)
+    from redwhale.corpus.bundled import python_docs_english
+
+    docs = list(python_docs_english(unit="paragraph"))
+    held = set(heldout_sample(docs, held_chars, seed, heldout_only=False))
+    log.warning(
+        "english_share without english.inputs: replaying the Python reference shipped with CPython (%d documents, "
+        "none of those that measure forgetting). Forgetting is then measured on the same kind of text it replays: "
+        "give english.inputs to replay and measure your own English",
+        len(docs) - len(held),
+    )
+    return iter([d for d in docs if d not in held])
 
 
 # ----------------------------------------------------------------------------------------------------------- derived
@@ -147,6 +164,13 @@ def english_scored_chars(cfg: RunConfig) -> int:
     """The English characters evaluation scores, which ``merge_with_base: auto`` leaves out of the text it chooses its
     weight on (0 when it does not choose one)."""
     return cfg.eval.english_chars if cfg.train.merge_with_base == "auto" else 0
+
+
+def english_held_chars(cfg: RunConfig) -> int:
+    """The Python reference's characters that measure forgetting and choose ``merge_with_base: auto``'s weight, which
+    replay of that reference leaves out (:func:`english_replay`); 0 when the run does not replay it."""
+    replays_reference = not cfg.english.inputs and any(s.english_share > 0 for s in cfg.train.stages)
+    return cfg.eval.english_chars + cfg.train.english_check_chars if replays_reference else 0
 
 
 def compared_methods(cfg: RunConfig) -> dict[str, Any]:
@@ -239,6 +263,7 @@ def train_phase(
     prepared: PreparedCorpus,
     extended: ExtendedModel,
     english_scored: Annotated[int, Derived(english_scored_chars)],
+    english_held: Annotated[int, Derived(english_held_chars)],
 ) -> TrainedModel:
     """The stages; continues from the newest checkpoint when the phase was interrupted."""
     from redwhale.train.run import train_schedule
@@ -248,7 +273,7 @@ def train_phase(
     summary = train_schedule(
         extended.model,
         read_texts(prepared.split("train")),
-        english_replay(english, seed),
+        english_replay(english, seed, any(s.english_share > 0 for s in train.stages), english_held),
         train,
         ctx.work,
         seed,
