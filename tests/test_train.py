@@ -415,7 +415,7 @@ def test_replay_without_english_inputs_is_the_python_reference_outside_what_meas
     bundled = EnglishSection()
     assert english_replay(bundled, 0) is None
     with caplog.at_level("WARNING"):
-        replay = list(english_replay(bundled, 0, wanted=True, held_chars=20_000 + 5_000))
+        replay = list(english_replay(bundled, 0, held_chars=20_000 + 5_000))
     scored, check = english_heldout(bundled, 20_000, 0), english_check(bundled, 20_000, 5_000, 0)
     assert scored and check and not (set(scored) | set(check)) & set(replay)
     assert sum(map(len, replay)) > 100_000 and "Python reference" in caplog.text

@@ -43,7 +43,7 @@ def train(
     from redwhale.core.errors import ConfigError
     from redwhale.core.text import training_texts
     from redwhale.corpus.readers import iter_texts
-    from redwhale.recipe.phases import english_check, english_replay
+    from redwhale.recipe.phases import english_check, english_held_chars, english_replay
     from redwhale.train.run import train_schedule
 
     if model is None or out is None:
@@ -54,15 +54,11 @@ def train(
         cfg.english.model_copy(update={"inputs": corpus_inputs(english, text_field, None)}) if english else cfg.english
     )
     korean = training_texts(iter_texts(korean_inputs), cfg.seed, cfg.corpus.heldout_fraction) if korean_inputs else None
+    ran = cfg.model_copy(update={"train": train, "english": english_section})  # what this command runs
     summary = train_schedule(
         model,
         korean,
-        english_replay(
-            english_section,
-            cfg.seed,
-            any(s.english_share > 0 for s in train.stages),
-            cfg.eval.english_chars + train.english_check_chars,
-        ),
+        english_replay(english_section, cfg.seed, english_held_chars(ran)),
         train,
         out,
         cfg.seed,

@@ -130,16 +130,14 @@ def english_check(english: EnglishSection, scored_chars: int, chars: int, seed: 
     return heldout_after(python_docs_english(unit="paragraph"), scored_chars, chars, seed, heldout_only=False)
 
 
-def english_replay(
-    english: EnglishSection, seed: int, wanted: bool = False, held_chars: int = 0
-) -> Iterator[str] | None:
-    """The English texts replayed in training (never those held out to measure forgetting). Without English inputs, a
-    schedule that asks for replay (``wanted``: a stage's ``english_share``) replays the Python reference shipped with
+def english_replay(english: EnglishSection, seed: int, held_chars: int = 0) -> Iterator[str] | None:
+    """The English texts replayed in training (never those held out to measure forgetting). Without English inputs,
+    ``held_chars`` > 0 (:func:`english_held_chars`: a stage asks for replay) replays the Python reference shipped with
     CPython, all but its first ``held_chars`` characters in the shuffled order that the English measuring forgetting
     and ``merge_with_base: auto``'s check text are taken from (:func:`english_heldout`, :func:`english_check`)."""
     if english.inputs:
         return training_texts(read_texts(english.inputs, english.text_unit), seed, english.heldout_fraction)
-    if not wanted:
+    if held_chars <= 0:
         return None
     from redwhale.corpus.bundled import python_docs_english
 
@@ -273,7 +271,7 @@ def train_phase(
     summary = train_schedule(
         extended.model,
         read_texts(prepared.split("train")),
-        english_replay(english, seed, any(s.english_share > 0 for s in train.stages), english_held),
+        english_replay(english, seed, english_held),
         train,
         ctx.work,
         seed,
