@@ -115,13 +115,11 @@ def replay_stages() -> list[StageSection]:
 
 def replay_english(scored_chars: int, check_chars: int) -> list[str]:
     """(d)'s English replay: CPython's reference documents outside the ``scored_chars`` the bench scores and the
-    ``check_chars`` after them that ``merge_with_base: auto`` chooses on (both come from the same shuffled sample)."""
-    from redwhale.core.text import heldout_sample
-    from redwhale.corpus.bundled import python_docs_english
+    ``check_chars`` after them that ``merge_with_base: auto`` chooses on (both come from the same shuffled sample), as
+    the recipe replays it without English inputs."""
+    from redwhale.recipe.phases import english_replay
 
-    docs = list(python_docs_english(unit="paragraph"))
-    held = set(heldout_sample(docs, scored_chars + check_chars, 0, heldout_only=False))
-    return [d for d in docs if d not in held]
+    return list(english_replay(EnglishSection(), 0, scored_chars + check_chars))
 
 
 def licence_english(max_chars: int = 20_000) -> list[str]:

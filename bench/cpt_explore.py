@@ -219,15 +219,12 @@ def _transformed(model_dir: Path, suffix: str, change) -> Path:
     """``model_dir`` loaded, changed in place by ``change(model, base_vocab)`` and saved beside it (once)."""
     target = model_dir.with_name(f"{model_dir.name}-{suffix}")
     if not target.is_dir():
-        import shutil
-
         import torch
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         change(model, json.loads((model_dir / "init_report.json").read_text())["base_vocab"])
-        shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
-        model.save_pretrained(target)
+        save_beside(model, target, model_dir)
     return target
 
 
@@ -1016,13 +1013,12 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
     * ``head:F``: the output rows re-made as their pieces' plain mean times ``F`` (``base``: each at the base rows'
       mean norm), then the offsets fitted again (``calibrate``, 2,048 positions as the pipeline) on the model as it
       is, its input rows already scaled (the pipeline calibrates before scaling them)."""
-    import shutil
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from redwhale.core.source import materialize, resolve
-    from redwhale.models.extend import calibration_data, count_tokens, new_token_strings
+    from redwhale.models.extend import calibration_data, count_tokens, match_input_norms, new_token_strings
     from redwhale.models.init import calibrate, decompose
 
     torch.set_num_threads(threads)
@@ -1051,8 +1047,7 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
         with torch.no_grad():
             if kind in ("idf-in", "idf-both"):
                 idf = (piece_counts + 1.0).float() ** -float(value)
-                rows_in = weighted(embed, idf)
-                embed[new] = rows_in * (embed[:base].norm(dim=1).mean() / rows_in.norm(dim=1, keepdim=True))
+                embed[new] = weighted(embed, idf)
                 if kind == "idf-both":
                     head[new] = weighted(head, idf) + (head[new] - weighted(head, plain))
             elif kind == "head":
@@ -1065,13 +1060,12 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
                 head[new] = rows_out * scale
             else:
                 raise SystemExit(f"unknown variant {variant!r}")
+        if kind in ("idf-in", "idf-both"):
+            match_input_norms(model, base, new.stop)  # at the base rows' mean norm, as the pipeline leaves them
         if kind == "head":
             sample, counts = calibration_data(tokenizer, train, 30_000, 0)  # the extend phase's defaults
             calibrate(model, tokenizer, sample, counts[new], pieces, base, max_positions=2048)
-        folder.mkdir(parents=True)
-        shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "config.json"),
-                        dirs_exist_ok=True)  # fmt: skip
-        model.save_pretrained(folder)
+        save_beside(model, folder, model_dir)
     score_models(out, built, bench_out, threads)
     for folder in built:
         similarity = _row_similarity(folder, base)
