@@ -1090,7 +1090,7 @@ def replay(
 
     torch.set_num_threads(threads)
     train, korean, english = texts(bench_out)
-    from bench_cpt import licence_english, replay_english  # (texts() put bench/ on the path)
+    from bench_cpt import licence_english, replay_english, replay_stages  # (texts() put bench/ on the path)
 
     licences = licence_english()
     # the reference outside its first 60,000 characters (those scored, the check text after them, and a margin)
@@ -1112,13 +1112,12 @@ def replay(
     if "the extension, untrained" not in done:
         write_record(records, {"experiment": "replay", "name": "the extension, untrained",
                                "licence_english_bpb": licence_bpb(model_dir, "untrained")})  # fmt: skip
-    newin = dict(default_stages()[0], share=None)
-    all_layers = {"name": "all_layers", "trainable": {"layers": "all", "norms": True}, "lr": 3e-4}
-    later = [dict(s, share=None) for s in default_stages()[1:]]
+    paper = [dict(s, share=None) for s in default_stages()]
+    every_layer = [dict(s, share=None) for s in replay_stages()]  # bench_cpt's arm (d); its english_share set below
     for schedule_name, name, stages, shares, replayed in (
-        ("default", "default", [newin, *later], [0.25] * 4, 0.0),
-        ("default", f"default, English {share:g} after stage 1", [newin, *later], [0.25] * 4, share),
-        ("all_layers", f"stage 1 then every layer, English {share:g}", [newin, all_layers], [0.25, 0.75], share),
+        ("default", "default", paper, [0.25] * 4, 0.0),
+        ("default", f"default, English {share:g} after stage 1", paper, [0.25] * 4, share),
+        ("all_layers", f"stage 1 then every layer, English {share:g}", every_layer, [0.25, 0.75], share),
     ):
         if name in done or schedule_name not in schedules:
             continue
