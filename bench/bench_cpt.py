@@ -5,16 +5,20 @@ cleaned once by the prepare phase, not counted), the same seed, and the same hel
 held-out split, 15,000 characters) and English (CPython's reference, 20,000 characters, never trained on):
 
 (a) redwhale with its defaults: the tokenizer phase (sweep, ``tokenizer.size: auto`` for the planned budget, merge),
-    the extend phase (``extend`` defaults: calibrated init, ``compare: auto``) and the default stages and shares;
+    the extend phase (``extend`` defaults: calibrated init, ``compare: auto``) and the default stages and shares
+    (``train.schedule: auto`` resolved as the train phase resolves it on this machine, :func:`default_schedule`: stage
+    1, then every layer at once with a tenth of the blocks English replay where that fits, as it does here; the
+    paper's four stages where it does not; bench r11 on. Bench r9 and r10 ran the paper's four stages, then the
+    default);
 (b) plain continual pretraining: full fine-tuning of every parameter with the base tokenizer, at its best learning
     rate in our experiments (3e-4, bench/cpt_explore.py: better than 1e-4 and 1e-3 at these budgets), not merged back
     (``merge_with_base: 0``; (a) and (c) keep the recipe's default, ``auto``, its English measurements in their time);
 (c) redwhale at the paper's fixed 20,000-token Korean tokenizer, everything else as (a);
-(d) (not the defaults, asked for with ``--arms``) redwhale as (a), but after stage 1 every layer and norm in one stage
-    with a tenth of its blocks English replay (``english_share: 0.1``) from CPython's reference outside the English
-    scored here and the text ``merge_with_base: auto`` chooses on: the schedule that learned the most Korean at equal
-    English in ``bench/cpt_explore.py`` (r26). It needs the memory of every layer's optimizer state at once (the
-    paper's odd / even split is what fits SOLAR-10.7B on one 80 GB GPU), hence not the default.
+(d) (asked for with ``--arms``) redwhale as (a), with its stages set to ``train.schedule: every_layer``: after stage 1
+    every layer and norm in one stage with a tenth of its blocks English replay (``english_share: 0.1``) from
+    CPython's reference outside the English scored here and the text ``merge_with_base: auto`` chooses on: the
+    schedule that learned the most Korean at equal English in ``bench/cpt_explore.py`` (r26). Bench r10 ran it beside
+    the paper's split; since r11 (a) runs it wherever its plan fits, as here, and (d) equals (a) on this machine.
 
 Wall clock counts everything an arm does to produce its model: the tokenizer and extend phases, tokenising the
 training text and training. The training tokens of each arm are set from its stages' tokens/s, measured on its own
@@ -69,7 +73,7 @@ from redwhale.config.schema import (
     StageSection,
     TokenizerSection,
     TrainSection,
-    default_stages,
+    every_layer_stages,
 )
 from redwhale.core.environment import cpu_native_bf16, rerun_with_fast_malloc
 from redwhale.core.io import atomic_write_json
@@ -101,16 +105,35 @@ ARMS = {
     "d": "(d) redwhale, every layer + English replay",
 }
 DEFAULT_ARMS = ("a", "b", "c")  # (d) runs when asked for (--arms)
-REPLAY_SHARE = 0.1  # (d)'s English share after stage 1 (cpt_explore.py r26: holds English as 0.25 does)
 LICENSES = Path("/usr/share/common-licenses")
 
 
 def replay_stages() -> list[StageSection]:
-    """(d)'s schedule: the default's stage 1, then every layer and norm at the layers' rate with English replay."""
-    first = default_stages()[0]
-    layers = StageSection(name="all_layers", trainable={"layers": "all", "norms": True}, share=1 - first.share,
-                          lr=default_stages()[1].lr, english_share=REPLAY_SHARE)  # fmt: skip
-    return [first, layers]
+    """(d)'s schedule: the default's stage 1, then every layer and norm with English replay (``train.schedule:
+    every_layer``, what (a) runs where its plan fits)."""
+    return every_layer_stages()
+
+
+def default_schedule(model: Path, english: list[str]) -> tuple[list[StageSection], list[str] | None, dict]:
+    """The stages the recipe's defaults run for the extended ``model`` on this machine, ``train.schedule: auto``
+    resolved by the train phase's own choice (every layer at once with English replay when its plan fits this device
+    in the bench's batch geometry, else the paper's split); the English it replays (:func:`replay_for`, as the recipe
+    replays the reference without English inputs); and the choice with its reason."""
+    import torch
+    from transformers import AutoConfig
+
+    from redwhale.train.loop import device_memory_gib
+    from redwhale.train.plan import choose_schedule
+    from redwhale.train.precision import resolve_precision
+
+    config = AutoConfig.from_pretrained(str(model))
+    new_tokens = config.vocab_size - json.loads((Path(model) / "init_report.json").read_text())["base_vocab"]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    unresolved = TrainSection(tokens=1, sequence_length=SEQ, micro_batch_size=MICRO)
+    precision = resolve_precision("auto", unresolved, device)
+    resolved, _, choice = choose_schedule(config, unresolved, device_memory_gib(device), new_tokens, precision)
+    replay = replay_for(english) if any(s.english_share > 0 for s in resolved.stages) else None
+    return resolved.stages, replay, choice
 
 
 def replay_english(scored_chars: int, check_chars: int) -> list[str]:
@@ -284,7 +307,6 @@ def run_budget(
     each arm ends (the caller saves it: a crash in a later arm loses no finished one)."""
     on_row = on_row or (lambda arm, row: None)
     korean, english = heldout
-    stages = default_stages()
     work = seed_folder(out) / f"budget-{budget:.0f}"
     arms = set(DEFAULT_ARMS) if arms is None else arms
     for arm in arms:
@@ -292,10 +314,12 @@ def run_budget(
     rows: dict[str, dict] = {}
     if "c" in arms:  # the paper's 20k: its rates measured on its own extended model
         model_c, tok_c, adapt_c = adapt("c", TokenizerSection(size=20_000), 10**6, prepared, work / "c")
-        rates_c, fixed_c = step_rates(model_c, stages, prepared, work / "c")
-        plan_c = planned_stages(budget - adapt_c - fixed_c, stages, rates_c)
-        rows["c"] = _arm(model_c, section(plan_c), prepared, work / "c", adapt_c, tok_c, korean, english)
+        stages_c, replay_c, choice_c = default_schedule(model_c, english)
+        rates_c, fixed_c = step_rates(model_c, stages_c, prepared, work / "c", english=replay_c)
+        plan_c = planned_stages(budget - adapt_c - fixed_c, stages_c, rates_c)
+        rows["c"] = _arm(model_c, section(plan_c), prepared, work / "c", adapt_c, tok_c, korean, english, replay_c)
         rows["c"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_c]
+        rows["c"]["schedule"] = choice_c
         on_row("c", rows["c"])
         tokens_c = rows["c"]["training_tokens"]
     elif arms & {"a", "d"}:
@@ -304,11 +328,13 @@ def run_budget(
         tokens_c = earlier["c"]["training_tokens"]
     if "a" in arms:  # defaults: the budget it plans its vocabulary for is what (c) trained
         model_a, tok_a, adapt_a = adapt("a", TokenizerSection(), tokens_c, prepared, work / "a")
-        rates_a, fixed_a = step_rates(model_a, stages, prepared, work / "a")
-        plan_a = planned_stages(budget - adapt_a - fixed_a, stages, rates_a)
-        rows["a"] = _arm(model_a, section(plan_a), prepared, work / "a", adapt_a, tok_a, korean, english)
+        stages_a, replay_a, choice_a = default_schedule(model_a, english)
+        rates_a, fixed_a = step_rates(model_a, stages_a, prepared, work / "a", english=replay_a)
+        plan_a = planned_stages(budget - adapt_a - fixed_a, stages_a, rates_a)
+        rows["a"] = _arm(model_a, section(plan_a), prepared, work / "a", adapt_a, tok_a, korean, english, replay_a)
         rows["a"]["planned_tokens"] = tokens_c
         rows["a"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_a]
+        rows["a"]["schedule"] = choice_a
         on_row("a", rows["a"])
     if "d" in arms:  # as (a), with its own schedule and English replay
         replay, stages_d = replay_for(english), replay_stages()
@@ -355,10 +381,14 @@ def run_tokens(
         else:
             size = TokenizerSection(size=20_000) if arm == "c" else TokenizerSection()
             model, adapted, adapt_s = adapt(arm, size, tokens, prepared, work / arm)
-            stages = replay_stages() if arm == "d" else default_stages()
-            replay = replay_for(english) if arm == "d" else None
+            if arm == "d":
+                stages, replay, choice = replay_stages(), replay_for(english), None
+            else:
+                stages, replay, choice = default_schedule(model, english)
             rows[arm] = _arm(model, section(stages, tokens), prepared, work / arm, adapt_s, adapted, korean, english,
                              replay)  # fmt: skip
+            if choice:
+                rows[arm]["schedule"] = choice
         on_row(arm, rows[arm])
     return rows
 

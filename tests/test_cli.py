@@ -92,11 +92,44 @@ def test_train_plan_of_the_default_stages_on_an_untied_gpu_model(tmp_path, capsy
 
     out = tmp_path / "plan.json"
     args = ["train", "plan", "--model", str(untied_llama_dir), "--sequence-length", "128", "--json", str(out)]
-    code, _, err = run(capsys, *args)
+    code, _, err = run(capsys, *args, "--schedule", "paper")
     assert code == 0, err
     stages = json.loads(out.read_text())["stages"]
     assert [s["stage"] for s in stages][:4] == ["embeddings", "odd_layers", "even_layers", "lora"]
     assert all(s["total_gib"] > 0 for s in stages)
+
+
+def test_train_plan_resolves_the_default_schedule_by_the_memory_it_is_given(tmp_path, capsys):
+    """``train.schedule: auto`` plans every layer at once where each of its stages fits the memory and the paper's
+    split where one does not (saying which stage needed how much); a set schedule is planned as set."""
+    import json
+
+    out = tmp_path / "plan.json"
+    # a preset: its layers outweigh its rows, unlike the tiny fixtures'
+    args = ["train", "plan", "--model", "smollm2-135m", "--new-tokens", "1000", "--sequence-length", "128"]
+    args += ["--micro-batch-size", "1"]
+
+    def planned(*extra: str) -> dict:
+        code, _, err = run(capsys, *args, "--json", str(out), *extra)
+        assert code == 0, err
+        return json.loads(out.read_text())
+
+    every = planned("--schedule", "every_layer", "--gpu-memory", "80GB")
+    split = planned("--schedule", "paper", "--gpu-memory", "80GB")
+    assert [s["stage"] for s in every["stages"]] == ["embeddings", "all_layers", "full fine-tune"]
+    needs_every = max(s["total_gib"] for s in every["stages"][:-1])
+    needs_split = max(s["total_gib"] for s in split["stages"][:-1])
+    assert needs_every > needs_split  # every layer's gradients and optimizer state at once
+
+    roomy = planned("--gpu-memory", f"{needs_every / 0.9 * 1.01:.6f}GiB")  # the plan keeps 10% in reserve
+    assert roomy["schedule"]["schedule"] == "every_layer" and roomy["schedule"]["requested"] == "auto"
+    assert [s["stage"] for s in roomy["stages"]][:2] == ["embeddings", "all_layers"]
+
+    tight = planned("--gpu-memory", f"{(needs_every + needs_split) / 2 / 0.9:.6f}GiB")
+    assert tight["schedule"]["schedule"] == "paper"
+    assert "'all_layers'" in tight["schedule"]["why"] and "does not fit" in tight["schedule"]["why"]
+    assert [s["stage"] for s in tight["stages"]][:4] == ["embeddings", "odd_layers", "even_layers", "lora"]
+    assert all(s["fits"] for s in tight["stages"][:4])
 
 
 def test_train_plan_plans_for_the_largest_vocabulary_the_config_can_merge(tmp_path, capsys, tied_llama_dir):

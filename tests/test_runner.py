@@ -56,6 +56,7 @@ OTHER_BRANCHES = {
     ("TokenizerSection", "min_occurrences"): "tokenizer.adapt.choose_size, with size auto",
     ("TokenizerSection", "occurrence_quantile"): "tokenizer.adapt.choose_size, with size auto",
     ("TokenizerSection", "auto_sizes"): "tokenizer.adapt.adapt_tokenizer, with size auto",
+    ("TrainSection", "schedule"): "train.plan.choose_schedule, when train.stages is not given (test_train.py)",
     ("StageSection", "tokens"): "TrainSection.stage_tokens, with per-stage tokens instead of shares",
 }
 

@@ -419,3 +419,33 @@ def test_replay_without_english_inputs_is_the_python_reference_outside_what_meas
     scored, check = english_heldout(bundled, 20_000, 0), english_check(bundled, 20_000, 5_000, 0)
     assert scored and check and not (set(scored) | set(check)) & set(replay)
     assert sum(map(len, replay)) > 100_000 and "Python reference" in caplog.text
+
+
+def test_the_default_schedule_trains_every_layer_with_replay_where_it_fits_and_keeps_its_choice(
+    tmp_path, extended_tied_dir
+):
+    """``train.schedule: auto`` (stages not given) runs stage 1 then every layer at once with English replay when the
+    plan fits and English is given; without English it runs the paper's four stages and says why; a run that began
+    with one schedule continues with it (``schedule.json``), whatever this machine's plan would choose now."""
+    english = [f"The quick brown fox number {i} jumps over the lazy dog near the river bank." for i in range(300)]
+    cfg = TrainSection(
+        tokens=512, sequence_length=32, micro_batch_size=2, checkpoint_every=2, tensorboard=False, merge_with_base=0
+    )
+    work = tmp_path / "every"
+    summary = train_schedule(extended_tied_dir, CORPUS, english, cfg, work)
+    assert [s["stage"] for s in summary["stages"]] == ["embeddings", "all_layers"]
+    assert summary["schedule"]["schedule"] == "every_layer" and "fits" in summary["schedule"]["why"]
+    assert summary["config"]["stages"][1]["english_share"] == 0.1
+    assert json.loads((work / "schedule.json").read_text()) == summary["schedule"]
+
+    alone = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "alone")
+    assert [s["stage"] for s in alone["stages"]] == ["embeddings", "odd_layers", "even_layers", "lora"]
+    assert alone["schedule"]["schedule"] == "paper" and "no English" in alone["schedule"]["why"]
+
+    began = tmp_path / "began"
+    began.mkdir()
+    recorded = {"schedule": "paper", "requested": "auto", "why": "as recorded"}
+    (began / "schedule.json").write_text(json.dumps(recorded))
+    kept = train_schedule(extended_tied_dir, CORPUS, english, cfg, began)
+    assert [s["stage"] for s in kept["stages"]] == ["embeddings", "odd_layers", "even_layers", "lora"]
+    assert kept["schedule"] == recorded

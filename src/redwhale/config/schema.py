@@ -459,6 +459,27 @@ def default_stages() -> list[StageSection]:
     ]
 
 
+EVERY_LAYER_ENGLISH_SHARE = 0.1  # bench/cpt_explore.py r26: a tenth held English under the base's, as a quarter did
+
+
+def every_layer_stages() -> list[StageSection]:
+    """The schedule that learned the most Korean at equal English where memory allows it: the default's stage 1, then
+    every layer and norm at the layers' rate with a tenth of the blocks English (``train.schedule: every_layer``;
+    bench/cpt_explore.py r26 and bench/bench_cpt.py's arm (d), see the comment above :func:`default_stages`)."""
+    paper = default_stages()
+    layers = StageSection(
+        name="all_layers",
+        trainable=Trainable(layers="all", norms=True),
+        share=1 - paper[0].share,
+        lr=paper[1].lr,
+        english_share=EVERY_LAYER_ENGLISH_SHARE,
+    )
+    return [paper[0], layers]
+
+
+SCHEDULES = {"paper": default_stages, "every_layer": every_layer_stages}
+
+
 class TrainSection(Section):
     """Continual pretraining: the stages and how every stage runs."""
 
@@ -467,9 +488,16 @@ class TrainSection(Section):
     )
     stages: list[StageSection] = Field(
         default_factory=default_stages,
-        description="stages, run in order (default: the paper's four, a quarter of the tokens each, stage 1 on the "
-        "new input rows only, layers at 3e-4: the most Korean with English near 3% in bench/cpt_explore.py, see "
-        "default_stages)",
+        description="stages, run in order; not given: train.schedule's",
+    )
+    schedule: Literal["auto", "paper", "every_layer"] = Field(
+        "auto",
+        description="the stages when train.stages is not given: paper = the paper's four (stage 1 on the new input "
+        "rows, odd layers, even layers, LoRA; a quarter of the tokens each), what fits SOLAR-10.7B on one 80 GB GPU; "
+        "every_layer = the same stage 1, then every layer and norm with a tenth of the blocks English (more Korean "
+        "at equal compute and English held in bench/cpt_explore.py r26 and bench_cpt.py, at about twice the paper's "
+        "trainable memory); auto = every_layer when its memory plan fits the device and English can be replayed, "
+        "else paper (the choice and why: train/schedule.json and the report)",
     )
     sequence_length: int = Field(1024, ge=16, description="tokens per packed block")
     micro_batch_size: int | Literal["auto"] = Field(
@@ -587,6 +615,9 @@ class TrainSection(Section):
     def _valid(self) -> TrainSection:
         if not self.stages:
             raise ValueError("train.stages: at least one stage")
+        given_both = {"stages", "schedule"} <= self.model_fields_set and self.schedule != "auto"
+        if given_both and self.stages != SCHEDULES[self.schedule]():  # a resolved section carries both, agreeing
+            raise ValueError("train.schedule chooses the stages when train.stages is not given: set one of them")
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"train.stages: stage names must be unique, got {names}")
@@ -614,6 +645,20 @@ class TrainSection(Section):
         if self.offload_optimizer and (self.optimizer != "adamw" or self.trainable_dtype != "float32"):
             raise ValueError("train.offload_optimizer: works with optimizer adamw and float32 trainable weights")
         return self
+
+    def gives_stages(self) -> bool:
+        """Whether the stages are the user's (set in the config, or by a resolved schedule) rather than the default."""
+        return "stages" in self.model_fields_set
+
+    def with_schedule(self, schedule: str) -> TrainSection:
+        """This section running ``schedule``'s stages (``paper`` or ``every_layer``), the stages marked as given."""
+        return self.model_copy(update={"stages": SCHEDULES[schedule](), "schedule": schedule})
+
+    def candidate_schedules(self) -> list[str]:
+        """The schedules a run may take, in order of preference: none when the stages are given."""
+        if self.gives_stages():
+            return []
+        return ["every_layer", "paper"] if self.schedule == "auto" else [self.schedule]
 
     def stage_tokens(self) -> list[int]:
         """Each stage's token budget: its own ``tokens``, or its share of ``train.tokens``."""

@@ -144,9 +144,10 @@ def english_replay(english: EnglishSection, seed: int, held_chars: int = 0) -> I
     docs = list(python_docs_english(unit="paragraph"))
     held = set(heldout_sample(docs, held_chars, seed, heldout_only=False))
     log.warning(
-        "english_share without english.inputs: replaying the Python reference shipped with CPython (%d documents, "
-        "none of those that measure forgetting). Forgetting is then measured on the same kind of text it replays: "
-        "give english.inputs to replay and measure your own English",
+        "no english.inputs: stages that replay English (english_share; train.schedule every_layer, which auto takes "
+        "when it fits) replay the Python reference shipped with CPython (%d documents, none of those that measure "
+        "forgetting). Forgetting is then measured on the same kind of text they replay: give english.inputs to "
+        "replay and measure your own English",
         len(docs) - len(held),
     )
     return iter([d for d in docs if d not in held])
@@ -166,8 +167,10 @@ def english_scored_chars(cfg: RunConfig) -> int:
 
 def english_held_chars(cfg: RunConfig) -> int:
     """The Python reference's characters that measure forgetting and choose ``merge_with_base: auto``'s weight, which
-    replay of that reference leaves out (:func:`english_replay`); 0 when the run does not replay it."""
-    replays_reference = not cfg.english.inputs and any(s.english_share > 0 for s in cfg.train.stages)
+    replay of that reference leaves out (:func:`english_replay`); 0 when the run cannot replay it (English inputs
+    given, or no stage and no schedule it may take replays English)."""
+    replays = any(s.english_share > 0 for s in cfg.train.stages) or "every_layer" in cfg.train.candidate_schedules()
+    replays_reference = not cfg.english.inputs and replays
     return cfg.eval.english_chars + cfg.train.english_check_chars if replays_reference else 0
 
 

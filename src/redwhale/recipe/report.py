@@ -267,12 +267,19 @@ def _training(page: Page, trained: TrainedModel | None, running: bool) -> None:
     summary = read_json(trained.model / "training_summary.json") or {}
     merged, search = summary.get("merged"), summary.get("merge_search")
     text = "In progress: the stages so far." if running else ""
+    if choice := read_json(trained.root / "schedule.json"):
+        stages_of = {"every_layer": "stage 1, then every layer at once with English replay", "paper": "the paper's "
+                     "four stages (new rows, odd layers, even layers, LoRA)"}  # fmt: skip
+        text = (
+            f"{text} train.schedule {choice['requested']}: {stages_of.get(choice['schedule'], choice['schedule'])} "
+            f"({choice['why']})."
+        ).strip()
     if merged and not running:
         text = (
-            f"After the last stage every trained weight was moved {summary['merge_with_base']:.0%} of the way back to "
+            f"{text} After the last stage every trained weight was moved {summary['merge_with_base']:.0%} of the way back to "
             f"the model training started from (train.merge_with_base; {merged['tensors']:,} tensors, "
             f"{merged['kept_new_rows']:,} new vocabulary rows kept as trained)."
-        )
+        ).strip()
     if search and not running:
         tried = ", ".join(f"{s['weight']:.0%}: {s['english_bpb']:.4f}" for s in search["searched"])
         text = (

@@ -48,11 +48,12 @@ from redwhale.train.loss import CausalLMLoss
 from redwhale.train.merge import merge_with_start, merge_within_tolerance, safetensors_index
 from redwhale.train.metrics import MetricsLogger, read_metrics
 from redwhale.train.optim import OffloadedAdamW, make_optimizer
-from redwhale.train.plan import GIB, batch_layout, plan_config
+from redwhale.train.plan import GIB, batch_layout, choose_schedule
 from redwhale.train.precision import Precision, apply_dtypes, cpu_bfloat16, resolve_precision
 from redwhale.train.select import NewRowsStep, Selection, apply_row_rules_to_grads, select, wrap_lora
 
 log = logging.getLogger(__name__)
+SCHEDULE_FILE = "schedule.json"  # train.schedule's choice, kept for a resumed run
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float, min_ratio: float):
@@ -134,7 +135,8 @@ class Trainer:
             raise ConfigError("train.merge_with_base auto: no English text to measure (give English, or a weight)")
         if cfg.merge_with_base != 0:
             safetensors_index(self.model_dir)  # no weights to merge toward fails here, before any training
-        self.plans = self._plan()
+        self.plans = self._plan(has_english=english_data is not None)  # resolves train.schedule into self.cfg
+        cfg = self.cfg
         self.baseline_mib = PeakMemory(self.device).now_mib()  # what the process held before the model
         self.model = load_model(str(model_dir), dtype=self.precision.frozen, trust_remote_code=trust_remote_code)
         if self.device.type == "cpu":
@@ -170,13 +172,30 @@ class Trainer:
             )
         return AutoConfig.from_pretrained(str(self.model_dir)).vocab_size
 
-    def _plan(self) -> list[dict[str, Any]]:
+    def _plan(self, has_english: bool) -> list[dict[str, Any]]:
         """Each stage's memory plan on this device and its batch layout; a stage that cannot fit stops the run here,
-        before any weight is loaded."""
+        before any weight is loaded. ``train.schedule`` is resolved here (the stages of ``self.cfg`` from then on) and
+        the choice kept in ``schedule.json``: a resumed run keeps the schedule it began with, whatever the device."""
         config = AutoConfig.from_pretrained(str(self.model_dir))
         memory = device_memory_gib(self.device)
         world = self.accelerator.num_processes
-        result = plan_config(config, self.cfg, memory, config.vocab_size - self.base_rows, self.precision, world)
+        new_tokens = config.vocab_size - self.base_rows
+        requested = self.cfg.schedule if self.cfg.candidate_schedules() else None
+        chosen = self.work / SCHEDULE_FILE
+        recorded = json.loads(chosen.read_text()) if requested and chosen.is_file() else None
+        if recorded and recorded.get("requested") != requested:
+            recorded = None  # the config asks for another schedule: choose again
+        cfg = self.cfg.with_schedule(recorded["schedule"]) if recorded else self.cfg
+        self.cfg, result, choice = choose_schedule(
+            config, cfg, memory, new_tokens, self.precision, world, can_replay=has_english
+        )
+        self.schedule: dict[str, Any] = recorded or choice
+        if choice and self.accelerator.is_main_process:
+            self.work.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(chosen, choice)
+        if self.schedule:
+            log.info("train.schedule %s: %s (%s%s)", self.schedule["requested"], self.schedule["schedule"],
+                     self.schedule["why"], "; as this run began" if recorded else "")  # fmt: skip
         stages, full = result["stages"][:-1], result["stages"][-1]
         for stage, plan in zip(self.cfg.stages, stages, strict=True):
             plan["full_finetune_gib"] = full["total_gib"]
@@ -523,6 +542,8 @@ class Trainer:
             "processes": self.accelerator.num_processes,
             "config": self.cfg.model_dump(mode="json"),
         }
+        if self.schedule:
+            summary["schedule"] = self.schedule
         if self.accelerator.is_main_process:  # the process that saves merges (the others' copies are not used)
             if self.cfg.merge_with_base == "auto":
                 reference = self.english_reference

@@ -442,6 +442,47 @@ def plan_config(
     }
 
 
+def choose_schedule(
+    config,
+    cfg: TrainSection,
+    gpu_memory_gib: float,
+    new_tokens: int,
+    precision: Precision,
+    world_size: int = 1,
+    can_replay: bool = True,
+) -> tuple[TrainSection, dict[str, Any], dict[str, str]]:
+    """The section to run (``train.schedule`` resolved to its stages), its plan, and which schedule and why.
+
+    ``auto`` takes every layer at once (the schedule that learned the most Korean at equal English) when each of its
+    stages fits ``gpu_memory_gib`` at the batch layout it would run with and there is English to replay; otherwise the
+    paper's split, whose odd and even stages each hold about half the layers' gradients and optimizer state (what fits
+    SOLAR-10.7B on one 80 GB GPU). Given stages are planned as they are."""
+    candidates = cfg.candidate_schedules()
+    if not candidates:
+        return cfg, plan_config(config, cfg, gpu_memory_gib, new_tokens, precision, world_size), {}
+    why = ""
+    for name in candidates:
+        section = cfg.with_schedule(name)
+        if name == "every_layer" and cfg.schedule == "auto" and not can_replay:
+            why = "no English to replay (every_layer replays a tenth of its blocks)"
+            continue
+        result = plan_config(config, section, gpu_memory_gib, new_tokens, precision, world_size)
+        stages = result["stages"][:-1]  # the last row: a full fine-tune, for comparison
+        largest = max(stages, key=lambda row: row["total_gib"])
+        if name != candidates[-1] and not all(row["fits"] for row in stages):
+            why = (
+                f"every layer at once does not fit: stage {largest['stage']!r} plans {largest['total_gib']:.1f} GiB "
+                f"of {gpu_memory_gib:.1f}"
+            )
+            continue
+        if cfg.schedule != "auto":
+            why = "train.schedule"
+        elif name == "every_layer":
+            why = f"every layer at once fits: {largest['total_gib']:.1f} GiB planned of {gpu_memory_gib:.1f}"
+        return section, result, {"schedule": name, "requested": cfg.schedule, "why": why}
+    raise AssertionError("unreachable: the last candidate is always returned")
+
+
 def plan(
     spec: str,
     cfg: TrainSection,
@@ -453,7 +494,13 @@ def plan(
 ) -> dict[str, Any]:
     """Plan every stage of ``cfg`` (and a full fine-tune for comparison) for ``spec`` on one GPU (or on CPU)."""
     precision = plan_precision(cfg, model_dtype, on_gpu)
-    result = plan_config(model_config(spec, new_tokens), cfg, gpu_memory_gib, new_tokens, precision, 1, include_full)
+    config = model_config(spec, new_tokens)
+    if cfg.candidate_schedules():  # train.schedule resolved as a run on this memory would (English assumed given)
+        _, result, choice = choose_schedule(config, cfg, gpu_memory_gib, new_tokens, precision)
+        if not include_full:
+            result["stages"] = result["stages"][:-1]
+        return {"model": spec, **result, "schedule": choice}
+    result = plan_config(config, cfg, gpu_memory_gib, new_tokens, precision, 1, include_full)
     return {"model": spec, **result}
 
 
@@ -490,6 +537,8 @@ def plan_markdown(result: dict[str, Any]) -> str:
         "headroom | micro-batch x accum | max micro-batch | host (GiB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|",
     ]
+    if choice := result.get("schedule"):
+        lines[2:2] = [f"train.schedule {choice['requested']}: {choice['schedule']} ({choice['why']}).", ""]
     for s in result["stages"]:
         headroom = 1 - s["total_gib"] / result["gpu_memory_gib"]
         layout = f"{s['micro_batch_size']} x {s['grad_accum']}" if s["grad_accum"] else "-"
