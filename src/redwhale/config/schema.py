@@ -397,10 +397,12 @@ class StageSection(Section):
 # English replay (english_share) holds English where merging back costs Korean: stage 1, then every layer with a tenth
 # of the blocks English, 1.933 with English under the base's, on the reference (0.916 against 1.036) and on licence
 # text (1.067 against 1.078), against the default's 1.962 at +5.4% / +2.8%; the default's stages with a quarter
-# English 1.981. Every layer at once needs about twice the stage's gradients and optimizer state of odd / even, so it
-# is configs/every-layer.yaml and bench_cpt.py's arm (d), not the default the SOLAR-10.7B plan fits 80 GB with.
+# English 1.981. Every layer at once needs about twice the stage's gradients and optimizer state of odd / even (SOLAR-
+# 10.7B: 101.8 GiB against 65.3 of 74.5 usable on 80 GB), so ``train.schedule: auto`` (TrainSection.schedule) takes it
+# where its memory plan fits the device and the paper's split, below, where it does not (bench_cpt.py r11 on).
 def default_stages() -> list[StageSection]:
-    """The RedWhale schedule: the new input rows, odd layers, even layers, LoRA over the whole model.
+    """The RedWhale schedule (``train.schedule: paper``, what ``auto`` runs where every layer at once does not fit):
+    the new input rows, odd layers, even layers, LoRA over the whole model.
 
     What stage 1 trains and the rates are set by experiment (``bench/cpt_explore.py`` grids r3-r13: SmolLM2-135M + 20k
     calibrated tokens, 40,960 training tokens, one seed, held-out Korean disjoint from what ``bench/bench_cpt.py``
