@@ -400,6 +400,11 @@ class StageSection(Section):
 # English 1.981. Every layer at once needs about twice the stage's gradients and optimizer state of odd / even (SOLAR-
 # 10.7B: 101.8 GiB against 65.3 of 74.5 usable on 80 GB), so ``train.schedule: auto`` (TrainSection.schedule) takes it
 # where its memory plan fits the device and the paper's split, below, where it does not (bench_cpt.py r11 on).
+# r28 (cpt_explore_r28.jsonl, the same model, tokens and text, a machine ~6% slower): stage 1 on a tenth of the tokens
+# instead of a quarter, 1.943 in 471 s (worse and slower: every-layer steps cost more than stage 1's); no stage 1, the
+# new input rows trained beside every layer at stage 1's rate for all the tokens, 1.915 in 538 s, English 0.898 /
+# 1.062 (better at equal tokens, but 22% slower than the quarter's ~440 s here: at equal seconds about 0.01 ahead, one
+# seed's noise; not adopted before a bench run at equal wall clock).
 def default_stages() -> list[StageSection]:
     """The RedWhale schedule (``train.schedule: paper``, what ``auto`` runs where every layer at once does not fit):
     the new input rows, odd layers, even layers, LoRA over the whole model.
