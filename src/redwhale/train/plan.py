@@ -472,13 +472,13 @@ def choose_schedule(
         if name != candidates[-1] and not all(row["fits"] for row in stages):
             why = (
                 f"every layer at once does not fit: stage {largest['stage']!r} plans {largest['total_gib']:.1f} GiB "
-                f"of {gpu_memory_gib:.1f}"
+                f"of the {gpu_memory_gib:.1f} GiB less 10% reserve"
             )
             continue
         if cfg.schedule != "auto":
             why = "train.schedule"
         elif name == "every_layer":
-            why = f"every layer at once fits: {largest['total_gib']:.1f} GiB planned of {gpu_memory_gib:.1f}"
+            why = f"every layer at once fits: {largest['total_gib']:.1f} GiB planned of {gpu_memory_gib:.1f} GiB"
         return section, result, {"schedule": name, "requested": cfg.schedule, "why": why}
     raise AssertionError("unreachable: the last candidate is always returned")
 
