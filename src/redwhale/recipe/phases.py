@@ -143,14 +143,15 @@ def english_replay(english: EnglishSection, seed: int, held_chars: int = 0) -> I
 
     docs = list(python_docs_english(unit="paragraph"))
     held = set(heldout_sample(docs, held_chars, seed, heldout_only=False))
+    kept = [d for d in docs if d not in held]  # a paragraph repeated in the reference goes wherever one copy went
     log.warning(
         "no english.inputs: stages that replay English (english_share; train.schedule every_layer, which auto takes "
         "when it fits) replay the Python reference shipped with CPython (%d documents, none of those that measure "
         "forgetting). Forgetting is then measured on the same kind of text they replay: give english.inputs to "
         "replay and measure your own English",
-        len(docs) - len(held),
+        len(kept),
     )
-    return iter([d for d in docs if d not in held])
+    return iter(kept)
 
 
 # ----------------------------------------------------------------------------------------------------------- derived
