@@ -667,6 +667,12 @@ class TrainSection(Section):
             return []
         return ["every_layer", "paper"] if self.schedule == "auto" else [self.schedule]
 
+    def replays_english(self) -> bool:
+        """Whether a stage this section may run replays English: its given stages', or those of any schedule
+        ``train.schedule`` may take."""
+        stages = [s for name in self.candidate_schedules() for s in SCHEDULES[name]()] or self.stages
+        return any(s.english_share > 0 for s in stages)
+
     def stage_tokens(self) -> list[int]:
         """Each stage's token budget: its own ``tokens``, or its share of ``train.tokens``."""
         return [s.tokens if s.tokens is not None else round(self.tokens * s.share) for s in self.stages]

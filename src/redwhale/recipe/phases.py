@@ -170,8 +170,7 @@ def english_held_chars(cfg: RunConfig) -> int:
     """The Python reference's characters that measure forgetting and choose ``merge_with_base: auto``'s weight, which
     replay of that reference leaves out (:func:`english_replay`); 0 when the run cannot replay it (English inputs
     given, or no stage and no schedule it may take replays English)."""
-    replays = any(s.english_share > 0 for s in cfg.train.stages) or "every_layer" in cfg.train.candidate_schedules()
-    replays_reference = not cfg.english.inputs and replays
+    replays_reference = not cfg.english.inputs and cfg.train.replays_english()
     return cfg.eval.english_chars + cfg.train.english_check_chars if replays_reference else 0
 
 

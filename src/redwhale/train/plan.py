@@ -43,6 +43,7 @@ from redwhale.train.precision import DTYPES, Precision, apply_dtypes, cpu_bfloat
 from redwhale.train.select import select, wrap_lora
 
 log = logging.getLogger(__name__)
+RESERVE = 0.10  # of a device's memory never planned: allocator fragmentation, the CUDA context
 
 GIB = 1024**3
 
@@ -327,7 +328,7 @@ def plan_stage(
     precision: Precision,
     micro_batch: int,
     accum: int = 1,
-    reserve: float = 0.10,
+    reserve: float = RESERVE,
 ) -> StagePlan:
     """The memory of one stage at ``micro_batch``, and the largest micro-batch under ``gpu_bytes``."""
     staged = wrap_lora(copy.deepcopy(model), stage) if stage.lora is not None else model
@@ -463,8 +464,8 @@ def choose_schedule(
     why = ""
     for name in candidates:
         section = cfg.with_schedule(name)
-        if name == "every_layer" and cfg.schedule == "auto" and not can_replay:
-            why = "no English to replay (every_layer replays a tenth of its blocks)"
+        if name != candidates[-1] and cfg.schedule == "auto" and not can_replay and section.replays_english():
+            why = f"no English to replay ({name} replays a tenth of its blocks)"
             continue
         result = plan_config(config, section, gpu_memory_gib, new_tokens, precision, world_size)
         stages = result["stages"][:-1]  # the last row: a full fine-tune, for comparison
@@ -472,7 +473,7 @@ def choose_schedule(
         if name != candidates[-1] and not all(row["fits"] for row in stages):
             why = (
                 f"every layer at once does not fit: stage {largest['stage']!r} plans {largest['total_gib']:.1f} GiB "
-                f"of the {gpu_memory_gib:.1f} GiB less 10% reserve"
+                f"of the {gpu_memory_gib:.1f} GiB less {RESERVE:.0%} reserve"
             )
             continue
         if cfg.schedule != "auto":
@@ -494,14 +495,11 @@ def plan(
 ) -> dict[str, Any]:
     """Plan every stage of ``cfg`` (and a full fine-tune for comparison) for ``spec`` on one GPU (or on CPU)."""
     precision = plan_precision(cfg, model_dtype, on_gpu)
-    config = model_config(spec, new_tokens)
-    if cfg.candidate_schedules():  # train.schedule resolved as a run on this memory would (English assumed given)
-        _, result, choice = choose_schedule(config, cfg, gpu_memory_gib, new_tokens, precision)
-        if not include_full:
-            result["stages"] = result["stages"][:-1]
-        return {"model": spec, **result, "schedule": choice}
-    result = plan_config(config, cfg, gpu_memory_gib, new_tokens, precision, 1, include_full)
-    return {"model": spec, **result}
+    # train.schedule resolved as a run on this memory would (English assumed given); given stages planned as given
+    _, result, choice = choose_schedule(model_config(spec, new_tokens), cfg, gpu_memory_gib, new_tokens, precision)
+    if not include_full:
+        result["stages"] = result["stages"][:-1]
+    return {"model": spec, **result, **({"schedule": choice} if choice else {})}
 
 
 def batch_layout(cfg: TrainSection, max_micro_batch: int, world_size: int) -> tuple[int, int]:
@@ -531,7 +529,7 @@ def plan_markdown(result: dict[str, Any]) -> str:
         f"parameters) on {result['gpu_memory_gib']:.1f} GiB",
         "",
         f"Sequence {result['sequence_length']}, {result['optimizer']}, {result['precision']}, gradient checkpointing "
-        f"{'on' if result['gradient_checkpointing'] else 'off'}; 10% of the memory kept in reserve (allocator fragmentation, CUDA context).",
+        f"{'on' if result['gradient_checkpointing'] else 'off'}; {RESERVE:.0%} of the memory kept in reserve (allocator fragmentation, CUDA context).",
         "",
         "| stage | trainable | weights | grads | optimizer | activations | transients | total (GiB) | fits | "
         "headroom | micro-batch x accum | max micro-batch | host (GiB) |",
