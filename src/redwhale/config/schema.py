@@ -192,6 +192,9 @@ class TokenizerSection(Section):
     # and min_occurrences is the lowest mean at which the largest size was measured to win (0.4): below it no
     # experiment says a larger vocabulary pays. The mean, not a quantile: from 28k up the median new token occurs 0
     # or 1 times in the held-out text, so the quantiles read the size of the held-out text, not the vocabulary.
+    # Past 80,000 (r29, cpt_explore_r29.jsonl, the default schedule since r11, 163,840 tokens, the same text): 120,000
+    # (119,242 added) reached 1.925 against 80,000's 1.933 at equal tokens, but its steps ran 20% slower (564 s against
+    # 471): at equal seconds no better (~1.934 by bench_cpt's slope). So auto_sizes stops at 80,000.
     min_occurrences: float = Field(
         0.4,
         gt=0,
@@ -405,6 +408,11 @@ class StageSection(Section):
 # new input rows trained beside every layer at stage 1's rate for all the tokens, 1.915 in 538 s, English 0.898 /
 # 1.062 (better at equal tokens, but 22% slower than the quarter's ~440 s here: at equal seconds about 0.01 ahead, one
 # seed's noise; not adopted before a bench run at equal wall clock).
+# r29 (cpt_explore_r29.jsonl, the same model and text, r28's machine, where r26's default reproduced its 1.9326 in 471
+# s): the layers at 6e-4 after stage 1, 1.927 (within noise) for licence English +1.7% against the base's (3e-4:
+# -1.0%); every layer from the start, the new rows as extended (no stage 1), 1.943 at equal seconds (159,744 tokens in
+# 426 s); the new input rows beside every layer in one stage at equal seconds (141,312 tokens in 467 s), 1.925 with
+# English 0.905 / 1.056: ahead by 0.4%, within one seed's noise, as in r28 at equal tokens.
 def default_stages() -> list[StageSection]:
     """The RedWhale schedule (``train.schedule: paper``, what ``auto`` runs where every layer at once does not fit):
     the new input rows, odd layers, even layers, LoRA over the whole model.
