@@ -19,6 +19,9 @@ held-out split, 15,000 characters) and English (CPython's reference, 20,000 char
     CPython's reference outside the English scored here and the text ``merge_with_base: auto`` chooses on: the
     schedule that learned the most Korean at equal English in ``bench/cpt_explore.py`` (r26). Bench r10 ran it beside
     the paper's split; since r11 (a) runs it wherever its plan fits, as here, and (d) equals (a) on this machine.
+(e) (asked for with ``--arms``) redwhale as (d) without stage 1: every layer, every norm and the new input rows (at
+    stage 1's rate, ``new_rows_lr``) in one stage with the same replay, for all the tokens: the variant that led (d)'s
+    schedule at equal tokens and at equal seconds in ``bench/cpt_explore.py`` (r28, r29), here at equal wall clock.
 
 Wall clock counts everything an arm does to produce its model: the tokenizer and extend phases, tokenising the
 training text and training. The training tokens of each arm are set from its stages' tokens/s, measured on its own
@@ -103,8 +106,9 @@ ARMS = {
     "b": "(b) full fine-tuning, base tokenizer",
     "c": "(c) redwhale, 20,000-token tokenizer",
     "d": "(d) redwhale, every layer + English replay",
+    "e": "(e) redwhale, (d) in one stage with the new input rows",
 }
-DEFAULT_ARMS = ("a", "b", "c")  # (d) runs when asked for (--arms)
+DEFAULT_ARMS = ("a", "b", "c")  # (d) and (e) run when asked for (--arms)
 LICENSES = Path("/usr/share/common-licenses")
 
 
@@ -112,6 +116,17 @@ def replay_stages() -> list[StageSection]:
     """(d)'s schedule: the default's stage 1, then every layer and norm with English replay (``train.schedule:
     every_layer``, what (a) runs where its plan fits)."""
     return every_layer_stages()
+
+
+def one_stage_stages() -> list[StageSection]:
+    """(e)'s schedule: (d)'s second stage training the new input rows too, at (d)'s stage 1 rate, for all the tokens
+    (``bench/cpt_explore.py replay --schedules one_stage``)."""
+    first, layers = every_layer_stages()
+    trainable = layers.trainable.model_copy(update={"embeddings": "new"})
+    return [layers.model_copy(update={"name": "all", "trainable": trainable, "new_rows_lr": first.lr, "share": 1.0})]
+
+
+FORCED_SCHEDULES = {"d": replay_stages, "e": one_stage_stages}  # the arms run as (a) with their own stages
 
 
 def default_schedule(model: Path, english: list[str]) -> tuple[list[StageSection], list[str] | None, dict]:
@@ -322,9 +337,11 @@ def run_budget(
         rows["c"]["schedule"] = choice_c
         on_row("c", rows["c"])
         tokens_c = rows["c"]["training_tokens"]
-    elif arms & {"a", "d"}:
+    elif arms & {"a", "d", "e"}:
         if not earlier or "c" not in earlier:
-            raise SystemExit("--arms a / d: they plan their vocabulary for (c)'s training tokens; no earlier (c) row")
+            raise SystemExit(
+                "--arms a / d / e: they plan their vocabulary for (c)'s training tokens; no earlier (c) row"
+            )
         tokens_c = earlier["c"]["training_tokens"]
     if "a" in arms:  # defaults: the budget it plans its vocabulary for is what (c) trained
         model_a, tok_a, adapt_a = adapt("a", TokenizerSection(), tokens_c, prepared, work / "a")
@@ -336,15 +353,15 @@ def run_budget(
         rows["a"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_a]
         rows["a"]["schedule"] = choice_a
         on_row("a", rows["a"])
-    if "d" in arms:  # as (a), with its own schedule and English replay
-        replay, stages_d = replay_for(english), replay_stages()
-        model_d, tok_d, adapt_d = adapt("d", TokenizerSection(), tokens_c, prepared, work / "d")
-        rates_d, fixed_d = step_rates(model_d, stages_d, prepared, work / "d", english=replay)
-        plan_d = planned_stages(budget - adapt_d - fixed_d, stages_d, rates_d)
-        rows["d"] = _arm(model_d, section(plan_d), prepared, work / "d", adapt_d, tok_d, korean, english, replay)
-        rows["d"]["planned_tokens"] = tokens_c
-        rows["d"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_d]
-        on_row("d", rows["d"])
+    for arm in sorted(arms & set(FORCED_SCHEDULES)):  # as (a), with its own schedule and English replay
+        replay, stages_f = replay_for(english), FORCED_SCHEDULES[arm]()
+        model_f, tok_f, adapt_f = adapt(arm, TokenizerSection(), tokens_c, prepared, work / arm)
+        rates_f, fixed_f = step_rates(model_f, stages_f, prepared, work / arm, english=replay)
+        plan_f = planned_stages(budget - adapt_f - fixed_f, stages_f, rates_f)
+        rows[arm] = _arm(model_f, section(plan_f), prepared, work / arm, adapt_f, tok_f, korean, english, replay)
+        rows[arm]["planned_tokens"] = tokens_c
+        rows[arm]["probe_tokens_per_s"] = [round(r, 1) for r in rates_f]
+        on_row(arm, rows[arm])
     if "b" in arms:
         rows["b"] = _arm_b(budget, prepared, base_dir, work, korean, english)
         on_row("b", rows["b"])
@@ -371,7 +388,7 @@ def run_tokens(
     on_row = on_row or (lambda arm, row: None)
     korean, english = heldout
     work = seed_folder(out) / f"tokens-{tokens}"
-    todo = [arm for arm in "abcd" if (arm in arms if arms else arm in DEFAULT_ARMS)]  # (a) and (b) first
+    todo = [arm for arm in ARMS if (arm in arms if arms else arm in DEFAULT_ARMS)]  # (a) and (b) first
     rows: dict[str, dict] = {}
     for arm in todo:
         shutil.rmtree(work / arm, ignore_errors=True)
@@ -381,8 +398,8 @@ def run_tokens(
         else:
             size = TokenizerSection(size=20_000) if arm == "c" else TokenizerSection()
             model, adapted, adapt_s = adapt(arm, size, tokens, prepared, work / arm)
-            if arm == "d":
-                stages, replay, choice = replay_stages(), replay_for(english), None
+            if arm in FORCED_SCHEDULES:
+                stages, replay, choice = FORCED_SCHEDULES[arm](), replay_for(english), None
             else:
                 stages, replay, choice = default_schedule(model, english)
             rows[arm] = _arm(model, section(stages, tokens), prepared, work / arm, adapt_s, adapted, korean, english,
@@ -430,7 +447,7 @@ def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
     print(f"| - | base SmolLM2-135M | 0 | - | - | - | 0 | {base['korean_bpb']:.4f} | {base['english_bpb']:.4f} "
           f"| +0.00% | {base['tokens_per_1000_korean_chars']:.0f} |")  # fmt: skip
     for budget, rows in results.items():
-        for arm in (arm for arm in "abcd" if arm in rows):
+        for arm in (arm for arm in ARMS if arm in rows):
             r = rows[arm]
             english = (r["english_bpb"] / base["english_bpb"] - 1) * 100
             print(f"| {budget_label(budget)} | {ARMS[arm]} | {r.get('added_tokens', 0):,} | {r['adapt_seconds']:.0f} "
@@ -438,19 +455,19 @@ def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
                   f"| {r['korean_bpb']:.4f} | {r['english_bpb']:.4f} | {english:+.2f}% "
                   f"| {r['tokens_per_1000_korean_chars']:.0f} |")  # fmt: skip
     for budget, rows in results.items():
-        for arm in (arm for arm in "abcd" if arm in rows and not budget.startswith("tokens-")):
+        for arm in (arm for arm in ARMS if arm in rows and not budget.startswith("tokens-")):
             off = rows[arm]["wall_seconds"] / float(budget) - 1
             if abs(off) > WALL_TOLERANCE:
                 print(f"{budget} s: {ARMS[arm]} used {rows[arm]['wall_seconds']:.0f} s ({off:+.0%}): not at equal "
                       f"compute; rerun it with --budgets {budget} --arms {arm}")  # fmt: skip
         if "licence_english_bpb" in base:
-            for arm in (arm for arm in "abcd" if "licence_english_bpb" in rows.get(arm, {})):
+            for arm in (arm for arm in ARMS if "licence_english_bpb" in rows.get(arm, {})):
                 licence = rows[arm]["licence_english_bpb"]
                 print(f"{budget_label(budget)}: {ARMS[arm]}: licence English {licence:.4f} "
                       f"({(licence / base['licence_english_bpb'] - 1) * 100:+.2f}% against the base's)")  # fmt: skip
-        if "d" in rows and "b" in rows:
-            d, b = rows["d"], rows["b"]
-            print(f"{budget_label(budget)}: (d) Korean {d['korean_bpb']:.4f} vs (b) {b['korean_bpb']:.4f} "
+        for arm in (arm for arm in FORCED_SCHEDULES if arm in rows and "b" in rows):
+            d, b = rows[arm], rows["b"]
+            print(f"{budget_label(budget)}: ({arm}) Korean {d['korean_bpb']:.4f} vs (b) {b['korean_bpb']:.4f} "
                   f"({(d['korean_bpb'] / b['korean_bpb'] - 1) * 100:+.1f}%)")  # fmt: skip
         if "a" not in rows or "b" not in rows:
             continue
