@@ -337,10 +337,10 @@ def run_budget(
         rows["c"]["schedule"] = choice_c
         on_row("c", rows["c"])
         tokens_c = rows["c"]["training_tokens"]
-    elif arms & {"a", "d", "e"}:
+    elif planned := sorted(arms & {"a", *FORCED_SCHEDULES}):
         if not earlier or "c" not in earlier:
             raise SystemExit(
-                "--arms a / d / e: they plan their vocabulary for (c)'s training tokens; no earlier (c) row"
+                f"--arms {' / '.join(planned)}: they plan their vocabulary for (c)'s training tokens; no earlier (c) row"
             )
         tokens_c = earlier["c"]["training_tokens"]
     if "a" in arms:  # defaults: the budget it plans its vocabulary for is what (c) trained

@@ -1090,7 +1090,7 @@ def replay(
 
     torch.set_num_threads(threads)
     train, korean, english = texts(bench_out)
-    from bench_cpt import licence_english, replay_english, replay_stages  # (texts() put bench/ on the path)
+    from bench_cpt import licence_english, one_stage_stages, replay_english, replay_stages  # texts() put bench/ on path
 
     licences = licence_english()
     # the reference outside its first 60,000 characters (those scored, the check text after them, and a margin)
@@ -1115,8 +1115,7 @@ def replay(
     paper = [dict(s, share=None) for s in default_stages()]
     every_layer = [dict(s, share=None) for s in replay_stages()]  # bench_cpt's arm (d); its english_share set below
     first, layers = every_layer
-    trains_all = dict(layers["trainable"], embeddings="new")
-    one_stage = [dict(layers, name="all", trainable=trains_all, new_rows_lr=first["lr"])]
+    one_stage = [dict(s, share=None) for s in one_stage_stages()]  # bench_cpt's arm (e)
     for schedule_name, name, stages, shares, replayed in (
         ("default", "default", paper, [0.25] * 4, 0.0),
         ("default", f"default, English {share:g} after stage 1", paper, [0.25] * 4, share),
@@ -1140,10 +1139,8 @@ def replay(
     ):
         if name in done or schedule_name not in schedules:
             continue
-        if schedule_name not in ("one_stage", "layers_only"):
-            stages = [stages[0]] + [dict(s, english_share=replayed) for s in stages[1:]]
-        else:
-            stages = [dict(s, english_share=replayed) for s in stages]
+        kept = stages[:1] if len(stages) > 1 else []  # stage 1 reads Korean alone; a one-stage schedule replays
+        stages = kept + [dict(s, english_share=replayed) for s in stages[len(kept) :]]
         work = out / "replay" / name.replace(" ", "-").replace(",", "")
         started = time.perf_counter()
         summary = train_schedule(model_dir, train, pool, train_section(stages, split_tokens(tokens, shares)), work)

@@ -465,7 +465,8 @@ def choose_schedule(
     for name in candidates:
         section = cfg.with_schedule(name)
         if name != candidates[-1] and cfg.schedule == "auto" and not can_replay and section.replays_english():
-            why = f"no English to replay ({name} replays a tenth of its blocks)"
+            share = max(stage.english_share for stage in section.stages)
+            why = f"no English to replay ({name} replays {share:.0%} of its blocks)"
             continue
         result = plan_config(config, section, gpu_memory_gib, new_tokens, precision, world_size)
         stages = result["stages"][:-1]  # the last row: a full fine-tune, for comparison
