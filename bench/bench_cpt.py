@@ -22,6 +22,11 @@ held-out split, 15,000 characters) and English (CPython's reference, 20,000 char
 (e) (asked for with ``--arms``) redwhale as (d) without stage 1: every layer, every norm and the new input rows (at
     stage 1's rate, ``new_rows_lr``) in one stage with the same replay, for all the tokens: the variant that led (d)'s
     schedule at equal tokens and at equal seconds in ``bench/cpt_explore.py`` (r28, r29), here at equal wall clock.
+(f) (asked for with ``--arms``) train, then extend: (b)'s full fine-tuning with (d)'s tenth of English replay for
+    half the budget, then (a)'s tokenizer and extend phases on that model (its new rows initialised from the trained
+    embeddings, calibrated on the trained model) and (e)'s one stage for the rest; the answer to "the base tokenizer
+    learns fastest at first, so extend later?" (r30). The row keeps the first stage's scores (``first``) and the
+    extended model's before its training (``extended_untrained``).
 
 Wall clock counts everything an arm does to produce its model: the tokenizer and extend phases, tokenising the
 training text and training. The training tokens of each arm are set from its stages' tokens/s, measured on its own
@@ -100,6 +105,7 @@ SEQ, MICRO = 512, 2
 FULL_LR = 3e-4
 WALL_TOLERANCE = 0.05  # an arm whose wall clock is further than this from the budget is flagged
 SEED = 0  # the seed of every phase (tokenizer sampling, extend, data order, LoRA init); --seed sets it
+FIRST_SHARE = 0.5  # (f): the budget's share its first stage (full fine-tuning on the base tokenizer) gets
 PROBE_STEPS = 6  # the median of the 5 after the first: 3 (a median of 2) planned one arm 21% short of its budget
 ARMS = {
     "a": "(a) redwhale defaults",
@@ -107,8 +113,9 @@ ARMS = {
     "c": "(c) redwhale, 20,000-token tokenizer",
     "d": "(d) redwhale, every layer + English replay",
     "e": "(e) redwhale, (d) in one stage with the new input rows",
+    "f": "(f) full fine-tuning first, then extend and (e)",
 }
-DEFAULT_ARMS = ("a", "b", "c")  # (d) and (e) run when asked for (--arms)
+DEFAULT_ARMS = ("a", "b", "c")  # (d), (e) and (f) run when asked for (--arms)
 LICENSES = Path("/usr/share/common-licenses")
 
 
@@ -259,10 +266,13 @@ def planned_stages(seconds: float, stages: list[StageSection], rates: list[float
     return [s.model_copy(update={"tokens": n * step, "share": None}) for s, n in zip(stages, steps, strict=True)]
 
 
-def adapt(arm: str, tokenizer: TokenizerSection, planned: int, prepared: PreparedCorpus, work: Path):
-    """The tokenizer and extend phases of a redwhale arm; returns the extended model and the seconds they took."""
+def adapt(
+    arm: str, tokenizer: TokenizerSection, planned: int, prepared: PreparedCorpus, work: Path, base: str | None = None
+):
+    """The tokenizer and extend phases of a redwhale arm (on ``base``, else the bench's base model); returns the
+    extended model and the seconds they took."""
     started = time.perf_counter()
-    model = ModelSection(base=BASE)
+    model = ModelSection(base=base or BASE)
     corpus = CorpusSection(inputs=[CorpusInput(path=str(CORPUS))])
     adapted = tokenizer_phase(PhaseContext(work / "tokenizer", arm, None), model, corpus, tokenizer, SEED, planned,
                               prepared)  # fmt: skip
@@ -337,7 +347,7 @@ def run_budget(
         rows["c"]["schedule"] = choice_c
         on_row("c", rows["c"])
         tokens_c = rows["c"]["training_tokens"]
-    elif planned := sorted(arms & {"a", *FORCED_SCHEDULES}):
+    elif planned := sorted(arms & {"a", "f", *FORCED_SCHEDULES}):
         if not earlier or "c" not in earlier:
             raise SystemExit(
                 f"--arms {' / '.join(planned)}: they plan their vocabulary for (c)'s training tokens; no earlier (c) row"
@@ -362,6 +372,9 @@ def run_budget(
         rows[arm]["planned_tokens"] = tokens_c
         rows[arm]["probe_tokens_per_s"] = [round(r, 1) for r in rates_f]
         on_row(arm, rows[arm])
+    if "f" in arms:
+        rows["f"] = _arm_f(budget, prepared, base_dir, work / "f", korean, english, tokens_c)
+        on_row("f", rows["f"])
     if "b" in arms:
         rows["b"] = _arm_b(budget, prepared, base_dir, work, korean, english)
         on_row("b", rows["b"])
@@ -378,6 +391,35 @@ def _arm_b(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, 
     return row
 
 
+def _arm_f(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, korean, english, planned: int) -> dict:
+    """(f) train-then-extend: every parameter of the base on its own tokenizer (as (b), with (d)'s tenth of English
+    replay) for ``FIRST_SHARE`` of the budget, then the tokenizer and extend phases on that model (new rows from its
+    trained embeddings) and (e)'s one stage for the rest; the first stage's wall clock counts (its probe does not,
+    as no arm's does)."""
+    replay = replay_for(english)
+    first = full_stage(SEQ * MICRO).model_copy(update={"english_share": 0.1})
+    rates_1, fixed_1 = step_rates(base_dir, [first], prepared, work / "first", 0.0, english=replay)
+    tokens_1 = max(int((FIRST_SHARE * budget - fixed_1) * rates_1[0]) // (SEQ * MICRO) * SEQ * MICRO, SEQ * MICRO)
+    first = first.model_copy(update={"tokens": tokens_1})
+    summary_1, train_1 = train(base_dir, section([first], None, 0.0), prepared, work / "first", replay)
+    trained = work / "first" / "train" / "model"
+    before = score(trained, korean, english, work / "first" / "eval.json")
+    shutil.rmtree(work / "first" / "train" / "checkpoints", ignore_errors=True)
+    model_f, tok_f, adapt_f = adapt("f", TokenizerSection(), planned, prepared, work, base=str(trained))
+    extended = score(model_f, korean, english, work / "eval-extended.json")
+    stages = one_stage_stages()
+    rates_f, fixed_f = step_rates(model_f, stages, prepared, work, english=replay)
+    plan = planned_stages(budget - train_1 - adapt_f - fixed_f, stages, rates_f)
+    row = _arm(model_f, section(plan), prepared, work, adapt_f, tok_f, korean, english, replay)
+    row["first"] = {"tokens": summary_1["tokens"], "seconds": round(train_1, 1), "share": FIRST_SHARE, **before}
+    row["extended_untrained"] = extended
+    row["wall_seconds"] = round(row["wall_seconds"] + train_1, 1)
+    row["training_tokens"] += summary_1["tokens"]
+    row["planned_tokens"] = planned
+    row["probe_tokens_per_s"] = [round(r, 1) for r in rates_1 + rates_f]
+    return row
+
+
 def run_tokens(
     tokens: int, prepared: PreparedCorpus, heldout, base_dir: Path, out: Path, arms: set[str] | None = None, on_row=None
 ) -> dict[str, dict]:
@@ -389,6 +431,8 @@ def run_tokens(
     korean, english = heldout
     work = seed_folder(out) / f"tokens-{tokens}"
     todo = [arm for arm in ARMS if (arm in arms if arms else arm in DEFAULT_ARMS)]  # (a) and (b) first
+    if "f" in todo:  # its split is a share of wall clock
+        raise SystemExit("--arms f runs at --budgets only (its first stage is a share of the budget's seconds)")
     rows: dict[str, dict] = {}
     for arm in todo:
         shutil.rmtree(work / arm, ignore_errors=True)
@@ -465,7 +509,7 @@ def print_table(base: dict, results: dict[str, dict[str, dict]]) -> None:
                 licence = rows[arm]["licence_english_bpb"]
                 print(f"{budget_label(budget)}: {ARMS[arm]}: licence English {licence:.4f} "
                       f"({(licence / base['licence_english_bpb'] - 1) * 100:+.2f}% against the base's)")  # fmt: skip
-        for arm in (arm for arm in FORCED_SCHEDULES if arm in rows and "b" in rows):
+        for arm in (arm for arm in (*FORCED_SCHEDULES, "f") if arm in rows and "b" in rows):
             d, b = rows[arm], rows["b"]
             print(f"{budget_label(budget)}: ({arm}) Korean {d['korean_bpb']:.4f} vs (b) {b['korean_bpb']:.4f} "
                   f"({(d['korean_bpb'] / b['korean_bpb'] - 1) * 100:+.1f}%)")  # fmt: skip
