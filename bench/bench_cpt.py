@@ -6,22 +6,23 @@ held-out split, 15,000 characters) and English (CPython's reference, 20,000 char
 
 (a) redwhale with its defaults: the tokenizer phase (sweep, ``tokenizer.size: auto`` for the planned budget, merge),
     the extend phase (``extend`` defaults: calibrated init, ``compare: auto``) and the default stages and shares
-    (``train.schedule: auto`` resolved as the train phase resolves it on this machine, :func:`default_schedule`: stage
-    1, then every layer at once with a tenth of the blocks English replay where that fits, as it does here; the
-    paper's four stages where it does not; bench r11 on. Bench r9 and r10 ran the paper's four stages, then the
-    default);
+    (``train.schedule: auto`` resolved as the train phase resolves it on this machine, :func:`default_schedule`:
+    every layer, every norm and the new input rows in one stage with a tenth of the blocks English replay where that
+    fits, as it does here, (e)'s schedule; the paper's four stages where it does not. Bench r9 and r10 ran the paper's
+    four stages; r11 to r30 stage 1, then every layer, now (d));
 (b) plain continual pretraining: full fine-tuning of every parameter with the base tokenizer, at its best learning
     rate in our experiments (3e-4, bench/cpt_explore.py: better than 1e-4 and 1e-3 at these budgets), not merged back
     (``merge_with_base: 0``; (a) and (c) keep the recipe's default, ``auto``, its English measurements in their time);
 (c) redwhale at the paper's fixed 20,000-token Korean tokenizer, everything else as (a);
-(d) (asked for with ``--arms``) redwhale as (a), with its stages set to ``train.schedule: every_layer``: after stage 1
-    every layer and norm in one stage with a tenth of its blocks English replay (``english_share: 0.1``) from
+(d) (asked for with ``--arms``) redwhale as (a) with ``train.schedule: every_layer`` as it was from r11 to r30: after
+    stage 1 every layer and norm in one stage with a tenth of its blocks English replay (``english_share: 0.1``) from
     CPython's reference outside the English scored here and the text ``merge_with_base: auto`` chooses on: the
     schedule that learned the most Korean at equal English in ``bench/cpt_explore.py`` (r26). Bench r10 ran it beside
-    the paper's split; since r11 (a) runs it wherever its plan fits, as here, and (d) equals (a) on this machine.
+    the paper's split; from r11 to r30 it was (a)'s wherever its plan fits.
 (e) (asked for with ``--arms``) redwhale as (d) without stage 1: every layer, every norm and the new input rows (at
     stage 1's rate, ``new_rows_lr``) in one stage with the same replay, for all the tokens: the variant that led (d)'s
-    schedule at equal tokens and at equal seconds in ``bench/cpt_explore.py`` (r28, r29), here at equal wall clock.
+    schedule at equal tokens and at equal seconds in ``bench/cpt_explore.py`` (r28, r29) and at equal wall clock
+    here (r29, r30); ``train.schedule: every_layer`` since r30, so (e) equals (a) on this machine.
 (f) (asked for with ``--arms``) train, then extend: (b)'s full fine-tuning with (d)'s tenth of English replay for
     half the budget, then (a)'s tokenizer and extend phases on that model (its new rows initialised from the trained
     embeddings, calibrated on the trained model) and (e)'s one stage for the rest; the answer to "the base tokenizer
@@ -71,6 +72,7 @@ from pathlib import Path
 import torch
 
 from redwhale.config.schema import (
+    EVERY_LAYER_ENGLISH_SHARE,
     CorpusInput,
     CorpusSection,
     EnglishSection,
@@ -80,7 +82,9 @@ from redwhale.config.schema import (
     PrepareSection,
     StageSection,
     TokenizerSection,
+    Trainable,
     TrainSection,
+    default_stages,
     every_layer_stages,
 )
 from redwhale.core.environment import cpu_native_bf16, rerun_with_fast_malloc
@@ -120,17 +124,21 @@ LICENSES = Path("/usr/share/common-licenses")
 
 
 def replay_stages() -> list[StageSection]:
-    """(d)'s schedule: the default's stage 1, then every layer and norm with English replay (``train.schedule:
-    every_layer``, what (a) runs where its plan fits)."""
-    return every_layer_stages()
+    """(d)'s schedule, ``train.schedule: every_layer`` until r30: the paper's stage 1 on the new input rows (a quarter
+    of the tokens), then every layer and norm with a tenth of the blocks English replay."""
+    first = default_stages()[0]
+    layers = StageSection(
+        name="all_layers", trainable=Trainable(layers="all", norms=True), share=1 - first.share,
+        lr=default_stages()[1].lr, english_share=EVERY_LAYER_ENGLISH_SHARE,
+    )  # fmt: skip
+    return [first, layers]
 
 
 def one_stage_stages() -> list[StageSection]:
     """(e)'s schedule: (d)'s second stage training the new input rows too, at (d)'s stage 1 rate, for all the tokens
-    (``bench/cpt_explore.py replay --schedules one_stage``)."""
-    first, layers = every_layer_stages()
-    trainable = layers.trainable.model_copy(update={"embeddings": "new"})
-    return [layers.model_copy(update={"name": "all", "trainable": trainable, "new_rows_lr": first.lr, "share": 1.0})]
+    (``bench/cpt_explore.py replay --schedules one_stage``); ``train.schedule: every_layer`` since r30, so (a) runs it
+    where its plan fits."""
+    return every_layer_stages()
 
 
 FORCED_SCHEDULES = {"d": replay_stages, "e": one_stage_stages}  # the arms run as (a) with their own stages

@@ -116,14 +116,14 @@ def test_train_plan_resolves_the_default_schedule_by_the_memory_it_is_given(tmp_
 
     every = planned("--schedule", "every_layer", "--gpu-memory", "80GB")
     split = planned("--schedule", "paper", "--gpu-memory", "80GB")
-    assert [s["stage"] for s in every["stages"]] == ["embeddings", "all_layers", "full fine-tune"]
+    assert [s["stage"] for s in every["stages"]] == ["all_layers", "full fine-tune"]
     needs_every = max(s["total_gib"] for s in every["stages"][:-1])
     needs_split = max(s["total_gib"] for s in split["stages"][:-1])
     assert needs_every > needs_split  # every layer's gradients and optimizer state at once
 
     roomy = planned("--gpu-memory", f"{needs_every / 0.9 * 1.01:.6f}GiB")  # the plan keeps 10% in reserve
     assert roomy["schedule"]["schedule"] == "every_layer" and roomy["schedule"]["requested"] == "auto"
-    assert [s["stage"] for s in roomy["stages"]][:2] == ["embeddings", "all_layers"]
+    assert [s["stage"] for s in roomy["stages"]][:1] == ["all_layers"]
 
     tight = planned("--gpu-memory", f"{(needs_every + needs_split) / 2 / 0.9:.6f}GiB")
     assert tight["schedule"]["schedule"] == "paper"

@@ -424,8 +424,8 @@ def test_replay_without_english_inputs_is_the_python_reference_outside_what_meas
 def test_the_default_schedule_trains_every_layer_with_replay_where_it_fits_and_keeps_its_choice(
     tmp_path, extended_tied_dir
 ):
-    """``train.schedule: auto`` (stages not given) runs stage 1 then every layer at once with English replay when the
-    plan fits and English is given; without English it runs the paper's four stages and says why; a run that began
+    """``train.schedule: auto`` (stages not given) runs every layer and the new input rows at once with English replay
+    when the plan fits and English is given; without English it runs the paper's four stages and says why; a run that began
     with one schedule continues with it (``schedule.json``), whatever this machine's plan would choose now."""
     english = [f"The quick brown fox number {i} jumps over the lazy dog near the river bank." for i in range(300)]
     cfg = TrainSection(
@@ -433,9 +433,18 @@ def test_the_default_schedule_trains_every_layer_with_replay_where_it_fits_and_k
     )
     work = tmp_path / "every"
     summary = train_schedule(extended_tied_dir, CORPUS, english, cfg, work)
-    assert [s["stage"] for s in summary["stages"]] == ["embeddings", "all_layers"]
+    assert [s["stage"] for s in summary["stages"]] == ["all_layers"]
     assert summary["schedule"]["schedule"] == "every_layer" and "fits" in summary["schedule"]["why"]
-    assert summary["config"]["stages"][1]["english_share"] == 0.1
+    stage = summary["config"]["stages"][0]
+    assert stage["english_share"] == 0.1 and stage["trainable"]["embeddings"] == "new"
+    assert stage["new_rows_lr"] > stage["lr"]
+    before = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
+    after = AutoModelForCausalLM.from_pretrained(str(work / "model"))
+    base_rows = json.loads((extended_tied_dir / "init_report.json").read_text())["base_vocab"]
+    rows = before.model.embed_tokens.weight, after.model.embed_tokens.weight
+    assert torch.equal(rows[0][:base_rows], rows[1][:base_rows])  # the base's rows as they were
+    assert not torch.equal(rows[0][base_rows:], rows[1][base_rows:])  # the new input rows trained
+    assert not torch.equal(before.model.layers[0].mlp.up_proj.weight, after.model.layers[0].mlp.up_proj.weight)
     assert json.loads((work / "schedule.json").read_text()) == summary["schedule"]
 
     alone = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "alone")

@@ -413,6 +413,11 @@ class StageSection(Section):
 # -1.0%); every layer from the start, the new rows as extended (no stage 1), 1.943 at equal seconds (159,744 tokens in
 # 426 s); the new input rows beside every layer in one stage at equal seconds (141,312 tokens in 467 s), 1.925 with
 # English 0.905 / 1.056: ahead by 0.4%, within one seed's noise, as in r28 at equal tokens.
+# r30 (bench_cpt.py at equal wall clock, bench/measured/cpt-r30.json): that one-stage variant, arm (e), against stage 1
+# then every layer, arm (a) then, in one run: 1.876 against 2.008 at 480 s ((a)'s every-layer stage went unstable,
+# gradient norms up to 560 where every other run stayed under 25) and 1.822 against 1.848 at 960 s, English as good or
+# better. Over the four runs with both in one run (r29, seed 1, r30 at 480 and 960 s) (e) led three times (1.2%, 6.5%,
+# 1.4%) and trailed once (0.4%), with one stage fewer, so every_layer_stages() is (e) since r30.
 def default_stages() -> list[StageSection]:
     """The RedWhale schedule (``train.schedule: paper``, what ``auto`` runs where every layer at once does not fit):
     the new input rows, odd layers, even layers, LoRA over the whole model.
@@ -478,18 +483,22 @@ EVERY_LAYER_ENGLISH_SHARE = 0.1  # bench/cpt_explore.py r26: a tenth held Englis
 
 
 def every_layer_stages() -> list[StageSection]:
-    """The schedule that learned the most Korean at equal English where memory allows it: the default's stage 1, then
-    every layer and norm at the layers' rate with a tenth of the blocks English (``train.schedule: every_layer``;
-    bench/cpt_explore.py r26 and bench/bench_cpt.py's arm (d), see the comment above :func:`default_stages`)."""
+    """The schedule that learned the most Korean at equal English where memory allows it (``train.schedule:
+    every_layer``): every layer, every norm and the new input rows in one stage, the rows at the paper's stage 1 rate
+    (``new_rows_lr``), with a tenth of the blocks English (bench/bench_cpt.py's arm (e), r29-r30; until r30 the paper's
+    stage 1 came first, then every layer: arm (d); see the comment above :func:`default_stages`)."""
     paper = default_stages()
-    layers = StageSection(
-        name="all_layers",
-        trainable=Trainable(layers="all", norms=True),
-        share=1 - paper[0].share,
-        lr=paper[1].lr,
-        english_share=EVERY_LAYER_ENGLISH_SHARE,
-    )
-    return [paper[0], layers]
+    trainable = Trainable(embeddings="new", layers="all", norms=True)
+    return [
+        StageSection(
+            name="all_layers",
+            trainable=trainable,
+            share=1.0,
+            lr=paper[1].lr,
+            new_rows_lr=paper[0].lr,
+            english_share=EVERY_LAYER_ENGLISH_SHARE,
+        )
+    ]
 
 
 SCHEDULES = {"paper": default_stages, "every_layer": every_layer_stages}
@@ -509,10 +518,10 @@ class TrainSection(Section):
         "auto",
         description="the stages when train.stages is not given: paper = the paper's four (stage 1 on the new input "
         "rows, odd layers, even layers, LoRA; a quarter of the tokens each), what fits SOLAR-10.7B on one 80 GB GPU; "
-        "every_layer = the same stage 1, then every layer and norm with a tenth of the blocks English (more Korean "
-        "at equal compute and English held in bench/cpt_explore.py r26 and bench_cpt.py, at about twice the paper's "
-        "trainable memory); auto = every_layer when its memory plan fits the device and English can be replayed, "
-        "else paper (the choice and why: train/schedule.json and the report)",
+        "every_layer = every layer, every norm and the new input rows (at stage 1's rate) in one stage with a tenth "
+        "of the blocks English (more Korean at equal compute and English held in bench/cpt_explore.py r26-r29 and "
+        "bench_cpt.py r30, at about twice the paper's trainable memory); auto = every_layer when its memory plan fits "
+        "the device and English can be replayed, else paper (the choice and why: train/schedule.json and the report)",
     )
     sequence_length: int = Field(1024, ge=16, description="tokens per packed block")
     micro_batch_size: int | Literal["auto"] = Field(
