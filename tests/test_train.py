@@ -425,8 +425,9 @@ def test_the_default_schedule_trains_every_layer_with_replay_where_it_fits_and_k
     tmp_path, extended_tied_dir
 ):
     """``train.schedule: auto`` (stages not given) runs every layer and the new input rows at once with English replay
-    when the plan fits and English is given; without English it runs the paper's four stages and says why; a run that began
-    with one schedule continues with it (``schedule.json``), whatever this machine's plan would choose now."""
+    when the plan fits and English is given (the base's rows untouched); without English it runs the paper's four
+    stages and says why; a run that began with one schedule continues with it (``schedule.json``), whatever this
+    machine's plan would choose now."""
     english = [f"The quick brown fox number {i} jumps over the lazy dog near the river bank." for i in range(300)]
     cfg = TrainSection(
         tokens=512, sequence_length=32, micro_batch_size=2, checkpoint_every=2, tensorboard=False, merge_with_base=0

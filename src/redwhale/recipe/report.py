@@ -268,8 +268,8 @@ def _training(page: Page, trained: TrainedModel | None, running: bool) -> None:
     merged, search = summary.get("merged"), summary.get("merge_search")
     text = "In progress: the stages so far." if running else ""
     if choice := read_json(trained.root / "schedule.json"):
-        stages_of = {"every_layer": "every layer and the new input rows at once, with English replay", "paper": "the paper's "
-                     "four stages (new rows, odd layers, even layers, LoRA)"}  # fmt: skip
+        stages_of = {"every_layer": "every layer and the new input rows at once, with English replay",
+                     "paper": "the paper's four stages (new rows, odd layers, even layers, LoRA)"}  # fmt: skip
         text = (
             f"{text} train.schedule {choice['requested']}: {stages_of.get(choice['schedule'], choice['schedule'])} "
             f"({choice['why']})."
