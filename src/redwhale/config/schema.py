@@ -415,7 +415,7 @@ class StageSection(Section):
 # English 0.905 / 1.056: ahead by 0.4%, within one seed's noise, as in r28 at equal tokens.
 # r30 (bench_cpt.py at equal wall clock, bench/measured/cpt-r30.json): that one-stage variant, arm (e), against stage 1
 # then every layer, arm (a) then, in one run: 1.876 against 2.008 at 480 s ((a)'s every-layer stage went unstable,
-# gradient norms up to 560 where every other run stayed under 25) and 1.822 against 1.848 at 960 s, English as good or
+# gradient norms up to 560 where the other r30 runs stayed under 25) and 1.822 against 1.848 at 960 s, English as good or
 # better. Over the four runs with both in one run (r29, seed 1, r30 at 480 and 960 s) (e) led three times (1.2%, 6.5%,
 # 1.4%) and trailed once (0.4%), with one stage fewer, so every_layer_stages() is (e) since r30.
 def default_stages() -> list[StageSection]:
