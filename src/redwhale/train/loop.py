@@ -48,7 +48,7 @@ from redwhale.train.loss import CausalLMLoss
 from redwhale.train.merge import merge_with_start, merge_within_tolerance, safetensors_index
 from redwhale.train.metrics import MetricsLogger, read_metrics
 from redwhale.train.optim import OffloadedAdamW, make_optimizer
-from redwhale.train.plan import GIB, batch_layout, choose_schedule
+from redwhale.train.plan import GIB, batch_layout, choose_schedule, enable_checkpointing
 from redwhale.train.precision import Precision, apply_dtypes, cpu_bfloat16, resolve_precision
 from redwhale.train.select import NewRowsStep, Selection, apply_row_rules_to_grads, select, wrap_lora
 
@@ -147,7 +147,7 @@ class Trainer:
                     param.data = param.data.clone()
         self.model.config.use_cache = False
         if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(self.model)
         self.model.to(self.device)
         self.plain_head = self._plain_head()
         self.korean = PackedBlocks(korean_data, cfg.sequence_length)

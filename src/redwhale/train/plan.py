@@ -175,9 +175,19 @@ def _meta_model(config, gradient_checkpointing: bool):
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="redwhale_probe")
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     model.train()
     return model
+
+
+def enable_checkpointing(model) -> None:
+    """Activation checkpointing, non-reentrant: ``activation_checkpointing_enable`` where transformers has it (it
+    deprecated ``gradient_checkpointing_enable``, which warns on every stage), else the older name."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 @dataclass
