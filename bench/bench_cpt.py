@@ -126,12 +126,12 @@ LICENSES = Path("/usr/share/common-licenses")
 def replay_stages() -> list[StageSection]:
     """(d)'s schedule, ``train.schedule: every_layer`` until r30: the paper's stage 1 on the new input rows (a quarter
     of the tokens), then every layer and norm with a tenth of the blocks English replay."""
-    first = default_stages()[0]
+    paper = default_stages()
     layers = StageSection(
-        name="all_layers", trainable=Trainable(layers="all", norms=True), share=1 - first.share,
-        lr=default_stages()[1].lr, english_share=EVERY_LAYER_ENGLISH_SHARE,
+        name="all_layers", trainable=Trainable(layers="all", norms=True), share=1 - paper[0].share,
+        lr=paper[1].lr, english_share=EVERY_LAYER_ENGLISH_SHARE,
     )  # fmt: skip
-    return [first, layers]
+    return [paper[0], layers]
 
 
 def one_stage_stages() -> list[StageSection]:
@@ -372,13 +372,8 @@ def run_budget(
         rows["a"]["schedule"] = choice_a
         on_row("a", rows["a"])
     for arm in sorted(arms & set(FORCED_SCHEDULES)):  # as (a), with its own schedule and English replay
-        replay, stages_f = replay_for(english), FORCED_SCHEDULES[arm]()
-        model_f, tok_f, adapt_f = adapt(arm, TokenizerSection(), tokens_c, prepared, work / arm)
-        rates_f, fixed_f = step_rates(model_f, stages_f, prepared, work / arm, english=replay)
-        plan_f = planned_stages(budget - adapt_f - fixed_f, stages_f, rates_f)
-        rows[arm] = _arm(model_f, section(plan_f), prepared, work / arm, adapt_f, tok_f, korean, english, replay)
-        rows[arm]["planned_tokens"] = tokens_c
-        rows[arm]["probe_tokens_per_s"] = [round(r, 1) for r in rates_f]
+        rows[arm], _ = _forced_arm(arm, FORCED_SCHEDULES[arm](), budget, tokens_c, prepared, work / arm, korean,
+                                   english)  # fmt: skip
         on_row(arm, rows[arm])
     if "f" in arms:
         rows["f"] = _arm_f(budget, prepared, base_dir, work / "f", korean, english, tokens_c)
@@ -393,10 +388,31 @@ def _arm_b(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, 
     """(b) full fine-tuning of the base, its tokens planned from its own probe."""
     full = [full_stage(SEQ * MICRO)]
     rates_b, fixed_b = step_rates(base_dir, full, prepared, work / "b", 0.0)
-    tokens_b = max(int((budget - fixed_b) * rates_b[0]) // (SEQ * MICRO) * SEQ * MICRO, SEQ * MICRO)
+    tokens_b = whole_steps(budget - fixed_b, rates_b[0])
     row = _arm(base_dir, section([full_stage(tokens_b)], None, 0.0), prepared, work / "b", 0.0, None, korean, english)
     row["probe_tokens_per_s"] = [round(r, 1) for r in rates_b]
     return row
+
+
+def whole_steps(seconds: float, rate: float) -> int:
+    """The tokens of the whole steps one stage at ``rate`` tokens/s trains in ``seconds`` (at least one step)."""
+    step = SEQ * MICRO
+    return max(int(seconds * rate) // step * step, step)
+
+
+def _forced_arm(
+    arm: str, stages, seconds: float, planned: int, prepared, work: Path, korean, english, base: str | None = None
+) -> tuple[dict, Path]:
+    """A redwhale arm with its own ``stages`` and English replay: the tokenizer and extend phases (on ``base``), then
+    the stages planned by their probe to fill what is left of ``seconds``; its row and the extended model."""
+    replay = replay_for(english)
+    model, adapted, adapt_s = adapt(arm, TokenizerSection(), planned, prepared, work, base=base)
+    rates, fixed = step_rates(model, stages, prepared, work, english=replay)
+    plan = planned_stages(seconds - adapt_s - fixed, stages, rates)
+    row = _arm(model, section(plan), prepared, work, adapt_s, adapted, korean, english, replay)
+    row["planned_tokens"] = planned
+    row["probe_tokens_per_s"] = [round(r, 1) for r in rates]
+    return row, model
 
 
 def _arm_f(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, korean, english, planned: int) -> dict:
@@ -405,26 +421,20 @@ def _arm_f(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, 
     trained embeddings) and (e)'s one stage for the rest; the first stage's wall clock counts (its probe does not,
     as no arm's does)."""
     replay = replay_for(english)
-    first = full_stage(SEQ * MICRO).model_copy(update={"english_share": 0.1})
+    first = full_stage(SEQ * MICRO).model_copy(update={"english_share": EVERY_LAYER_ENGLISH_SHARE})
     rates_1, fixed_1 = step_rates(base_dir, [first], prepared, work / "first", 0.0, english=replay)
-    tokens_1 = max(int((FIRST_SHARE * budget - fixed_1) * rates_1[0]) // (SEQ * MICRO) * SEQ * MICRO, SEQ * MICRO)
-    first = first.model_copy(update={"tokens": tokens_1})
+    first = first.model_copy(update={"tokens": whole_steps(FIRST_SHARE * budget - fixed_1, rates_1[0])})
     summary_1, train_1 = train(base_dir, section([first], None, 0.0), prepared, work / "first", replay)
     trained = work / "first" / "train" / "model"
     before = score(trained, korean, english, work / "first" / "eval.json")
     shutil.rmtree(work / "first" / "train" / "checkpoints", ignore_errors=True)
-    model_f, tok_f, adapt_f = adapt("f", TokenizerSection(), planned, prepared, work, base=str(trained))
-    extended = score(model_f, korean, english, work / "eval-extended.json")
-    stages = one_stage_stages()
-    rates_f, fixed_f = step_rates(model_f, stages, prepared, work, english=replay)
-    plan = planned_stages(budget - train_1 - adapt_f - fixed_f, stages, rates_f)
-    row = _arm(model_f, section(plan), prepared, work, adapt_f, tok_f, korean, english, replay)
+    row, extended = _forced_arm("f", one_stage_stages(), budget - train_1, planned, prepared, work, korean, english,
+                                base=str(trained))  # fmt: skip
     row["first"] = {"tokens": summary_1["tokens"], "seconds": round(train_1, 1), "share": FIRST_SHARE, **before}
-    row["extended_untrained"] = extended
+    row["extended_untrained"] = score(extended, korean, english, work / "eval-extended.json")
     row["wall_seconds"] = round(row["wall_seconds"] + train_1, 1)
     row["training_tokens"] += summary_1["tokens"]
-    row["planned_tokens"] = planned
-    row["probe_tokens_per_s"] = [round(r, 1) for r in rates_1 + rates_f]
+    row["probe_tokens_per_s"] = [round(r, 1) for r in rates_1] + row["probe_tokens_per_s"]
     return row
 
 
