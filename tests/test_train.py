@@ -242,6 +242,33 @@ def test_offload_and_8bit_optimizers_say_what_they_need_on_cpu():
         make_optimizer(groups, tiny_train([stage("s", layers="odd")], optimizer="adamw8bit"), torch.device("cpu"))
 
 
+def test_adamw_on_cpu_is_torchs_fused_kernel_and_steps_as_the_reference_adamw():
+    """CPU training uses the fused AdamW (one kernel over all tensors: ~11% more tokens/s on SmolLM2 than foreach,
+    r31); its updates are AdamW's, the same as torch's for-loop implementation to rounding."""
+    from redwhale.train.optim import make_optimizer
+
+    torch.manual_seed(0)
+    start = [torch.randn(64, 8), torch.randn(8)]
+    grads = [[torch.randn_like(t) for t in start] for _ in range(3)]
+    params = {}
+    for name in ("redwhale", "reference"):
+        ps = [torch.nn.Parameter(t.clone()) for t in start]
+        groups = [{"params": ps, "lr": 1e-2, "weight_decay": 0.1}]
+        if name == "redwhale":
+            optimizer = make_optimizer(groups, tiny_train([stage("s", layers="odd")]), torch.device("cpu"))
+            assert optimizer.defaults["fused"]
+        else:
+            optimizer = torch.optim.AdamW(groups, betas=tuple(TrainSection().betas), foreach=False)
+        for step in grads:
+            for p, g in zip(ps, step, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        params[name] = ps
+    for ours, theirs, first in zip(params["redwhale"], params["reference"], start, strict=True):
+        assert not torch.equal(ours, first)
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("fixture", ["extended_tied_dir", "extended_untied_dir"])
 def test_merge_with_base_moves_trained_weights_back_and_keeps_the_new_rows(tmp_path, fixture, request):
     """merge_with_base w: every weight ends at trained + w * (start - trained), except the new vocabulary rows,

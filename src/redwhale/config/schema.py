@@ -546,7 +546,7 @@ class TrainSection(Section):
     )
     optimizer: Literal["adamw", "adamw8bit", "sgd"] = Field(
         "adamw",
-        description="adamw (fused on CUDA), adamw8bit (bitsandbytes, CUDA only) or sgd (plain, no momentum)",
+        description="adamw (fused on CUDA and CPU), adamw8bit (bitsandbytes, CUDA only) or sgd (plain, no momentum)",
     )
     offload_optimizer: bool = Field(
         False,
