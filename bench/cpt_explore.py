@@ -23,6 +23,7 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py repeated --out DIR --model M --bench-out B --tokens 40960   # learning to copy
     python bench/cpt_explore.py rows --out DIR --model M --bench-out B                      # new-row variants, untrained
     python bench/cpt_explore.py replay --out DIR --model M --bench-out B --tokens 163840 --share 0.25   # English replay
+    python bench/cpt_explore.py speed --out DIR --model <(e)'s extend/model> --bench-out B --steps 12   # AdamW kernels
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
@@ -39,7 +40,9 @@ r23 (bench r9's arms with ``merge_with_base: auto`` undone, ``unmerge``; one seq
 rerun with ``--keep-model`` and its model scored by repeat, ``score``; r18 likewise, and grid ``r23c``) in
 ``cpt_explore_r23.jsonl``. r24 (the attention of every layer after stage 1, grid ``r24a``), r25 (new rows weighted by
 their pieces' rarity, output rows calibrated after the input rows are scaled: ``rows``) and r26 (English replay after
-stage 1, ``replay``) in ``cpt_explore_r24.jsonl``.
+stage 1, ``replay``) in ``cpt_explore_r24.jsonl``. r31 (new rows made as unlike as the base's, untrained: ``rows``
+``center-in`` / ``rand-in`` / ``rand-both``; AdamW's fused kernel against foreach on CPU: ``speed``) in
+``cpt_explore_r31.jsonl``.
 """
 
 from __future__ import annotations
@@ -1012,7 +1015,12 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
       pieces' plain mean);
     * ``head:F``: the output rows re-made as their pieces' plain mean times ``F`` (``base``: each at the base rows'
       mean norm), then the offsets fitted again (``calibrate``, 2,048 positions as the pipeline) on the model as it
-      is, its input rows already scaled (the pipeline calibrates before scaling them)."""
+      is, its input rows already scaled (the pipeline calibrates before scaling them);
+    * r31, ``center-in:F``: the new input rows less ``F`` times their mean row, then at the base rows' mean norm;
+    * r31, ``rand-in:F`` / ``rand-both:F``: a random unit direction per new token (seed 0) times ``F`` times the row's
+      norm added to its input row (then at the base's mean norm) / to its input and, the same direction, its output
+      row (then the offsets fitted again, as ``head``): rows as unlike as the base's, for the base's copying circuits
+      to tell them apart."""
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -1050,6 +1058,14 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
                 embed[new] = weighted(embed, idf)
                 if kind == "idf-both":
                     head[new] = weighted(head, idf) + (head[new] - weighted(head, plain))
+            elif kind == "center-in":
+                embed[new] -= float(value) * embed[new].mean(0)
+            elif kind in ("rand-in", "rand-both"):
+                direction = torch.randn(len(pieces), embed.shape[1], generator=torch.Generator().manual_seed(0))
+                direction /= direction.norm(dim=1, keepdim=True)
+                embed[new] += float(value) * embed[new].norm(dim=1, keepdim=True) * direction
+                if kind == "rand-both":
+                    head[new] += float(value) * head[new].norm(dim=1, keepdim=True) * direction
             elif kind == "head":
                 rows_out = weighted(head, plain)
                 scale = (
@@ -1060,9 +1076,9 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
                 head[new] = rows_out * scale
             else:
                 raise SystemExit(f"unknown variant {variant!r}")
-        if kind in ("idf-in", "idf-both"):
+        if kind in ("idf-in", "idf-both", "center-in", "rand-in", "rand-both"):
             match_input_norms(model, base, new.stop)  # at the base rows' mean norm, as the pipeline leaves them
-        if kind == "head":
+        if kind in ("head", "rand-both"):
             sample, counts = calibration_data(tokenizer, train, 30_000, 0)  # the extend phase's defaults
             calibrate(model, tokenizer, sample, counts[new], pieces, base, max_positions=2048)
         save_beside(model, folder, model_dir)
@@ -1253,6 +1269,59 @@ def _distill_rows(model_dir, base_dir, base_tok, tok, train, steps, lr, folder) 
     return {"steps_done": len(losses), "seconds": round(seconds, 1), "loss_first_last": first_last}
 
 
+def speed(out: Path, model_dir: Path, bench_out: Path, steps: int, threads: int) -> None:
+    """r31: tokens/s of bench_cpt.py's default stage on its extended model ``model_dir`` (arm (e)'s
+    ``extend/model``) and of its full fine-tuning (b) on the base, with AdamW as ``make_optimizer`` builds it on CPU
+    (torch's fused kernel) and as it did until r31 (``foreach``), alternating, ``steps`` steps each (the first left
+    out: it pays for allocations); the median step. One line in ``speed.jsonl``, printed."""
+    import shutil
+    import statistics
+
+    import torch
+
+    import redwhale.train.loop
+    from redwhale.core.source import materialize, resolve
+    from redwhale.recipe.phases import read_texts
+    from redwhale.train.optim import make_optimizer
+    from redwhale.train.run import train_schedule
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_cpt as bc
+
+    torch.set_num_threads(threads)
+    prepared = bc.prepared_corpus(bench_out)
+    train = list(read_texts(prepared.split("train")))
+    replay = bc.replay_for(bench_heldout(prepared)[1])  # (e)'s English replay, as bench_cpt.py gives it
+    base_dir = materialize(resolve(BASE), None)
+    tokens = steps * bc.SEQ * bc.MICRO
+
+    def foreach(groups, cfg, device, grad_accum=1):  # the optimizer before r31: torch's AdamW, foreach on CPU
+        return torch.optim.AdamW(groups, betas=tuple(cfg.betas), foreach=True)
+
+    record: dict = {"experiment": "speed", "model": str(model_dir), "steps": steps, "threads": threads}
+    arms = (("e", model_dir, bc.one_stage_stages()), ("b", base_dir, [bc.full_stage(tokens)]))
+    for optimizer in ("fused", "foreach"):
+        redwhale.train.loop.make_optimizer = make_optimizer if optimizer == "fused" else foreach
+        for arm, model, stages in arms:
+            stages = [s.model_copy(update={"tokens": tokens, "share": None}) for s in stages]
+            work = out / "speed" / f"{arm}-{optimizer}"
+            shutil.rmtree(work, ignore_errors=True)
+            english = replay if stages[0].english_share else None
+            train_schedule(model, train, english, bc.section(stages, None, 0.0), work, bc.SEED)
+            rows = [json.loads(x) for x in (work / "logs" / "metrics.jsonl").read_text().splitlines()][1:]
+            record[f"{arm} {optimizer}"] = {
+                "tokens_per_s": round(statistics.median(bc.SEQ * bc.MICRO / r["seconds"] for r in rows), 1),
+                "final_loss": rows[-1]["loss"],
+            }
+            shutil.rmtree(work)
+    redwhale.train.loop.make_optimizer = make_optimizer
+    for arm, _, _ in arms:
+        record[f"{arm}: fused / foreach"] = round(
+            record[f"{arm} fused"]["tokens_per_s"] / record[f"{arm} foreach"]["tokens_per_s"], 3
+        )
+    write_record(out / "speed.jsonl", record)
+
+
 def pipeline(out: Path, size: int, bench_out: Path) -> None:
     """The extended model the recipe's own tokenizer and extend phases build at ``size`` (bench_cpt.py's ``adapt``, on
     its prepared corpus), linked as ``out/ext-{size}-pipeline`` for the ``*_pipeline`` schedules."""
@@ -1282,7 +1351,7 @@ def table(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend",
-                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows"])  # fmt: skip
+                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows", "speed"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
@@ -1292,7 +1361,7 @@ def main() -> None:
     parser.add_argument("--start", type=Path, help="merge, english-noise: the model its training started from")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.5], help="merge: merge_with_base values")
     parser.add_argument("--size", type=int, default=8000, help="pipeline: the tokenizer size (tokens)")
-    parser.add_argument("--steps", type=int, default=40, help="distill: documents (one a step)")
+    parser.add_argument("--steps", type=int, default=40, help="distill: documents (one a step); speed: steps an arm")
     parser.add_argument("--lr", type=float, default=3e-3, help="distill: the new input rows' rate")
     parser.add_argument("--variants", nargs="+", default=["idf-in:0.5", "idf-in:1", "idf-both:1", "head:1", "head:base"],
                         help="rows: which variants of --model (see rows)")  # fmt: skip
@@ -1340,6 +1409,8 @@ def main() -> None:
         return buckets(args.out, args.model[0], args.model[1], args.bench_out, args.threads)
     if args.what == "unmerge":
         return unmerge(args.out, args.model, args.bench_out, args.threads)
+    if args.what == "speed":
+        return speed(args.out, args.model[0], args.bench_out, args.steps, args.threads)
     if args.what == "pipeline":
         return pipeline(args.out, args.size, args.bench_out)
     if args.what == "distill":
