@@ -42,7 +42,10 @@ rerun with ``--keep-model`` and its model scored by repeat, ``score``; r18 likew
 their pieces' rarity, output rows calibrated after the input rows are scaled: ``rows``) and r26 (English replay after
 stage 1, ``replay``) in ``cpt_explore_r24.jsonl``. r31 (new rows made as unlike as the base's, untrained: ``rows``
 ``center-in`` / ``rand-in`` / ``rand-both``; AdamW's fused kernel against foreach on CPU: ``speed``) in
-``cpt_explore_r31.jsonl``.
+``cpt_explore_r31.jsonl``. r32 (where the one-stage default loses to full fine-tuning, ``buckets`` on bench r31's 480 s
+arms; output rows at the base's norm, ``rows`` ``head:base`` / ``head:1.3``; new rows tagged with base words, ``rows``
+``tag-in`` / ``tag-both``; the one stage with a quarter of the documents twice, with the new head rows trained, and on
+``rand-in:1``'s rows: ``replay --schedules one_stage one_stage_twice one_stage_head``) in ``cpt_explore_r32.jsonl``.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -1020,7 +1024,12 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
     * r31, ``rand-in:F`` / ``rand-both:F``: a random unit direction per new token (seed 0) times ``F`` times the row's
       norm added to its input row (then at the base's mean norm) / to its input and, the same direction, its output
       row (then the offsets fitted again, as ``head``): rows as unlike as the base's, for the base's copying circuits
-      to tell them apart."""
+      to tell them apart;
+    * r32, ``tag-in:F`` / ``tag-both:F``: each new token tagged with a base word the model already copies (words of
+      four letters or more after a space, the 500 commonest left out, given to the new tokens by their count in the
+      training text, commonest first, reused past 27,385): the word's input row, as a unit direction times ``F`` times
+      the row's norm, added to the new input row (then at the base's mean norm) / to its input and output rows (then
+      the offsets fitted again): an identity the base's copying circuits know."""
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -1037,10 +1046,17 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
     pieces = decompose(base_tok.backend_tokenizer, new_token_strings(tokenizer, base))
     new = slice(base, base + len(pieces))
     piece_counts = count_tokens(base_tok, train[:20_000])[:base]
+    counts_new = count_tokens(tokenizer, train[:20_000])[new]
 
     def weighted(matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         return torch.stack([(weights[ids, None] * matrix[ids]).sum(0) / weights[ids].sum() if ids else matrix[r]
                             for r, ids in enumerate(pieces, start=base)])  # fmt: skip
+
+    if any(v.startswith("tag-") for v in variants):  # r32: each new token tagged with a base word the model copies
+        words = [i for i in range(base) if re.fullmatch(r"Ġ[A-Za-z]{4,}", base_tok.convert_ids_to_tokens(i))][500:]
+        by_count = sorted(range(len(pieces)), key=lambda r: -int(counts_new[r]))
+        tags = torch.empty(len(pieces), dtype=torch.long)
+        tags[by_count] = torch.tensor([words[i % len(words)] for i in range(len(pieces))])
 
     built = []
     for variant in variants:
@@ -1066,6 +1082,11 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
                 embed[new] += float(value) * embed[new].norm(dim=1, keepdim=True) * direction
                 if kind == "rand-both":
                     head[new] += float(value) * head[new].norm(dim=1, keepdim=True) * direction
+            elif kind in ("tag-in", "tag-both"):
+                direction = embed[tags] / embed[tags].norm(dim=1, keepdim=True)
+                embed[new] += float(value) * embed[new].norm(dim=1, keepdim=True) * direction
+                if kind == "tag-both":
+                    head[new] += float(value) * head[new].norm(dim=1, keepdim=True) * direction
             elif kind == "head":
                 rows_out = weighted(head, plain)
                 scale = (
@@ -1076,9 +1097,9 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
                 head[new] = rows_out * scale
             else:
                 raise SystemExit(f"unknown variant {variant!r}")
-        if kind in ("idf-in", "idf-both", "center-in", "rand-in", "rand-both"):
+        if kind in ("idf-in", "idf-both", "center-in", "rand-in", "rand-both", "tag-in", "tag-both"):
             match_input_norms(model, base, new.stop)  # at the base rows' mean norm, as the pipeline leaves them
-        if kind in ("head", "rand-both"):
+        if kind in ("head", "rand-both", "tag-both"):
             sample, counts = calibration_data(tokenizer, train, 30_000, 0)  # the extend phase's defaults
             calibrate(model, tokenizer, sample, counts[new], pieces, base, max_positions=2048)
         save_beside(model, folder, model_dir)
@@ -1131,7 +1152,8 @@ def replay(
     paper = [dict(s, share=None) for s in default_stages()]
     every_layer = [dict(s, share=None) for s in replay_stages()]  # bench_cpt's arm (d); its english_share set below
     first, layers = every_layer
-    one_stage = [dict(s, share=None) for s in one_stage_stages()]  # bench_cpt's arm (e)
+    # bench_cpt's arm (e), the default r30-r31: the head's new rows frozen as calibrated (trained, lazily, since r32)
+    one_stage = [dict(s, share=None, trainable=dict(s.trainable, lm_head="none")) for s in one_stage_stages()]
     for schedule_name, name, stages, shares, replayed in (
         ("default", "default", paper, [0.25] * 4, 0.0),
         ("default", f"default, English {share:g} after stage 1", paper, [0.25] * 4, share),
@@ -1152,6 +1174,30 @@ def replay(
         # r29: no stage 1 (the new rows as extend made them), every layer for all the tokens: r18's one stage without
         # replay led the default at equal seconds; run at the tokens the default trains in as many seconds
         ("layers_only", f"every layer in one stage, new rows as extended, English {share:g}", [layers], [1.0], share),
+        # r32: the one stage (the default since r30) with every fourth Korean training document written twice, so that
+        # a quarter of the documents teach the layers to copy their new tokens (r23: repeats are most of the gap)
+        ("one_stage_twice", f"one stage, English {share:g}, a quarter of the documents twice", one_stage, [1.0], share),
+        # r32: the one stage with the new *head* rows trained too (at the new input rows' rate): can the output rows
+        # learn what the layers write when they copy a new token (the head rows have been frozen as calibrated)?
+        (
+            "one_stage_head",
+            f"one stage and the new head rows, English {share:g}",
+            [dict(one_stage[0], trainable=dict(one_stage[0]["trainable"], lm_head="new"), lazy_head_rows=False)],
+            [1.0],
+            share,
+        ),
+        # r32: the same, but a new head row moves only at a step whose blocks hold its token (lazy_head_rows, the
+        # default since): with every row stepped, AdamW moves the rows of absent tokens as far as present ones (its
+        # update is normalised), shifting every new logit at once (default_stages' comment). r32 ran it with the
+        # training loop patched before the loop did it (the head's full gradient, the absent rows put back after the
+        # step); the loop computes the gradient of the present rows alone, so its clipping sees a slightly smaller norm
+        (
+            "one_stage_lazy_head",
+            f"one stage and the new head rows (lazy), English {share:g}",
+            [dict(one_stage[0], trainable=dict(one_stage[0]["trainable"], lm_head="new"), lazy_head_rows=True)],
+            [1.0],
+            share,
+        ),
     ):
         if name in done or schedule_name not in schedules:
             continue
@@ -1159,7 +1205,8 @@ def replay(
         stages = kept + [dict(s, english_share=replayed) for s in stages[len(kept) :]]
         work = out / "replay" / name.replace(" ", "-").replace(",", "")
         started = time.perf_counter()
-        summary = train_schedule(model_dir, train, pool, train_section(stages, split_tokens(tokens, shares)), work)
+        documents = [f"{t}\n\n{t}" if i % 4 == 0 else t for i, t in enumerate(train)] if "twice" in name else train
+        summary = train_schedule(model_dir, documents, pool, train_section(stages, split_tokens(tokens, shares)), work)
         seconds = time.perf_counter() - started
         result = score(work / "model", work / "eval.json", korean, english, base_dir)
         record = {"experiment": "replay", "name": name, "model": str(model_dir), "tokens": tokens,
@@ -1167,6 +1214,9 @@ def replay(
                   "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
                   "licence_english_bpb": licence_bpb(work / "model", work.name)}  # fmt: skip
+        if schedule_name.startswith("one_stage"):  # r32: by first occurrence and repeat
+            base_rows = json.loads((model_dir / "init_report.json").read_text())["base_vocab"]
+            record["korean_by_occurrence"] = repeat_split(work / "model", korean, base_rows, threads)
         write_record(records, record)
 
 
@@ -1368,11 +1418,22 @@ def main() -> None:
     parser.add_argument(
         "--schedules",
         nargs="+",
-        choices=["default", "all_layers", "stage1_tenth", "one_stage", "all_layers_6e-4", "layers_only"],
+        choices=[
+            "default",
+            "all_layers",
+            "stage1_tenth",
+            "one_stage",
+            "all_layers_6e-4",
+            "layers_only",
+            "one_stage_twice",
+            "one_stage_head",
+            "one_stage_lazy_head",
+        ],
         default=["default", "all_layers"],
         help="replay: which schedules to run (the default's four stages; stage 1 then every layer; the same with "
         "stage 1 on a tenth; every layer with the new input rows in one stage; stage 1 then every layer at 6e-4; "
-        "every layer alone in one stage)",
+        "every layer alone in one stage; r32: the one stage with a quarter of the documents written twice, or with the "
+        "new head rows trained too)",
     )
     parser.add_argument("--share", type=float, default=0.25, help="replay: the English share after stage 1")
     parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")

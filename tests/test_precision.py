@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from redwhale.train.loss import CausalLMLoss
+from redwhale.train.loss import CausalLMLoss, ChunkedLinearCrossEntropy
 from redwhale.train.precision import Precision, UpcastProducts, apply_dtypes, cpu_bfloat16
 
 BF16_FROZEN = Precision(torch.bfloat16, torch.float32, None, torch.bfloat16)
@@ -55,6 +55,28 @@ def test_every_layer_computes_in_float32_over_bf16_weights():
     for hook in hooks:
         hook.remove()
     assert len(outputs) == 1 + 4 * 7 and set(outputs) == {torch.float32}
+
+
+def test_the_fused_losss_gradient_for_some_rows_is_the_full_gradient_there_and_zero_elsewhere():
+    """Lazy head rows: the weight's gradient computed for the given rows only is the full one on those rows, to
+    rounding, and zero on the others; the loss and the hidden states' gradient are the same."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(40, 16, generator=generator)
+    targets = torch.randint(0, 50, (40,), generator=generator)
+    rows = torch.tensor([3, 7, 20, 41])
+    results = []
+    for given in (None, rows):
+        h = hidden.clone().requires_grad_()
+        w = torch.randn(50, 16, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        loss = ChunkedLinearCrossEntropy.apply(h, w, targets, 16, None, given)
+        loss.backward()
+        results.append((loss.detach(), h.grad, w.grad))
+    (loss, grad_h, grad_w), (loss_rows, grad_h_rows, grad_w_rows) = results
+    assert torch.equal(loss, loss_rows) and torch.equal(grad_h, grad_h_rows)
+    torch.testing.assert_close(grad_w_rows[rows], grad_w[rows])
+    others = torch.ones(50, dtype=torch.bool)
+    others[rows] = False
+    assert grad_w[others].abs().sum() > 0 and torch.count_nonzero(grad_w_rows[others]) == 0
 
 
 def test_saved_activations_are_bf16_the_loss_is_unchanged_and_gradients_close():

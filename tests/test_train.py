@@ -175,6 +175,36 @@ def test_new_rows_learning_rate_scales_their_update(tmp_path, extended_untied_di
     assert moved[10] == pytest.approx(10 * moved[1], rel=0.25)
 
 
+@pytest.mark.parametrize("lazy", [True, False])
+def test_lazy_head_rows_move_only_where_their_token_was_trained(tmp_path, extended_untied_dir, lazy):
+    """The head's new rows trained lazily (the default) stay exactly as they were for tokens absent from the training
+    text, and train where present; stepped at every step (``lazy_head_rows: false``) AdamW moves the absent ones too."""
+    from transformers import AutoTokenizer
+
+    base_rows = json.loads((extended_untied_dir / "init_report.json").read_text())["base_vocab"]
+    texts = [f"{KOREAN_LINES[4]} {i}" for i in range(40)]  # one sentence: most new tokens never occur
+    seen = {t for text in texts for t in AutoTokenizer.from_pretrained(str(extended_untied_dir))(text)["input_ids"]}
+    s = StageSection(
+        name="head",
+        trainable=Trainable(embeddings="new", lm_head="new", layers="all"),
+        tokens=128,
+        lr=1e-3,
+        new_rows_lr=1e-2,
+        lazy_head_rows=lazy,
+    )
+    cfg = tiny_train([s], checkpoint_every=100, merge_with_base=0.0)
+    train_schedule(extended_untied_dir, texts, None, cfg, tmp_path / "w")
+    start = AutoModelForCausalLM.from_pretrained(str(extended_untied_dir)).lm_head.weight.detach()
+    end = AutoModelForCausalLM.from_pretrained(str(tmp_path / "w" / "model")).lm_head.weight.detach()
+    new_rows = range(base_rows, start.shape[0])
+    absent = [r for r in new_rows if r not in seen]
+    present = [r for r in new_rows if r in seen]
+    assert len(absent) > 10 and present
+    assert torch.equal(start[:base_rows], end[:base_rows])
+    assert not torch.equal(start[present], end[present])
+    assert torch.equal(start[absent], end[absent]) == lazy
+
+
 def test_bf16_frozen_weights_and_fp32_trainable_ones_on_cpu(tmp_path, extended_tied_dir):
     """model.dtype bfloat16: frozen weights are held in bf16 during a stage, the trained ones in fp32, and the saved
     model is bf16; the loss stays close to an all-fp32 run's."""

@@ -330,7 +330,7 @@ class Trainer:
             group.setdefault("initial_lr", group["lr"])
         per_step = micro * accum * cfg.sequence_length * acc.num_processes
         total_steps = math.ceil(cfg.stage_tokens()[index] / per_step)
-        wrapped = acc.prepare(CausalLMLoss(model, plain_head=self.plain_head))
+        wrapped = acc.prepare(CausalLMLoss(model, plain_head=self.plain_head, lazy_from=selection.lazy_from))
         if cfg.compile:
             wrapped = torch.compile(wrapped)
         state = ckpt.TrainState(
@@ -362,8 +362,11 @@ class Trainer:
         for group in run.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         loss_sum = torch.zeros((), device=self.device)
+        lazy_from, batches = run.selection.lazy_from, []
         for micro in range(run.accum):
             batch = stream.next_batch(run.micro, stage.english_share).to(self.device)
+            if lazy_from is not None:
+                batches.append(batch.flatten())
             sync = contextlib.nullcontext() if micro == run.accum - 1 else acc.no_sync(run.wrapped)
             with sync:
                 with self._autocast(run.model):
@@ -376,12 +379,25 @@ class Trainer:
             grad_norm = run.optimizer.clip(cfg.max_grad_norm)
         elif cfg.max_grad_norm:
             grad_norm = acc.clip_grad_norm_(run.selection.parameters, cfg.max_grad_norm)
-        with NewRowsStep(run.selection):
+        with NewRowsStep(run.selection, self._present(batches, lazy_from)):
             run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return acc.reduce(loss_sum / run.accum, reduction="mean").item(), grad_norm
+
+    def _present(self, batches: list[torch.Tensor], lazy_from: int | None) -> torch.Tensor | None:
+        """The new rows (from 0) of the tokens in the step's blocks on any process (lazy head rows), else None."""
+        if lazy_from is None:
+            return None
+        ids = torch.cat(batches)
+        ids = ids[ids >= lazy_from] - lazy_from
+        if self.accelerator.num_processes > 1:  # every process steps the rows any process's blocks held
+            size = self.model.get_input_embeddings().weight.shape[0] - lazy_from
+            mask = torch.zeros(size, dtype=torch.int32, device=self.device)
+            mask[ids] = 1
+            ids = torch.nonzero(self.accelerator.reduce(mask, reduction="sum")).flatten()
+        return torch.unique(ids)
 
     def _run_stage(
         self, index: int, stream: BlockStream, previous: ckpt.TrainState, resume_from: Path | None

@@ -5,7 +5,8 @@ With a 150k vocabulary, fp32 logits and their gradient take ``8 x 150k`` bytes p
 matmul, log-sum-exp, loss and both gradients are computed chunk by chunk during the forward pass (the loss is the last
 operation, so its gradient is known then; backward only scales it), as Liger-Kernel's fused linear cross-entropy
 does on GPUs. Liger is GPU-only (Triton) and not a dependency, so this is written here, in plain PyTorch, for CPU and
-GPU alike. The weight gradient is only computed when the head trains.
+GPU alike. The weight gradient is only computed when the head trains, and for the rows given alone when its new rows
+step lazily (``StageSection.lazy_head_rows``: the new rows of the batch's tokens).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def _input_grad(g: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> to
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` (``IGNORE`` targets are skipped)."""
+    """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` (``IGNORE`` targets are skipped). With
+    ``rows`` (row indices of ``weight``), the weight's gradient is computed for those rows only (zero elsewhere)."""
 
     @staticmethod
     def forward(
@@ -61,6 +63,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         targets: torch.Tensor,
         chunk: int,
         compute_dtype: torch.dtype | None,
+        rows: torch.Tensor | None = None,
     ):
         dtype = compute_dtype or hidden.dtype
         valid = targets != IGNORE
@@ -69,6 +72,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         need_weight = ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+        # the rows' gradient, summed apart and written into the zeros at the end
+        grad_rows = grad_weight.new_zeros((len(rows), weight.shape[1])) if need_weight and rows is not None else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start : start + chunk].to(dtype)
@@ -90,11 +95,14 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 if need_hidden:
                     grad_hidden[start : start + chunk] = _input_grad(g, weight, dtype).to(hidden.dtype)
                 if need_weight:
+                    into, g = (grad_weight, g) if rows is None else (grad_rows, g[:, rows])
                     if dtype == torch.float32:
-                        grad_weight.addmm_(g.T, h)
+                        into.addmm_(g.T, h)
                     else:  # the matmul on bf16 tensor cores, as autocast's own backward would do; summed in fp32
-                        grad_weight.add_(g.T @ h)
+                        into.add_(g.T @ h)
             logits = probs = g = None  # before the next chunk's logits exist: one chunk alive at a time, not two
+        if grad_rows is not None:
+            grad_weight.index_copy_(0, rows, grad_rows)
         ctx.save_for_backward(
             grad_hidden if need_hidden else torch.empty(0), grad_weight if need_weight else torch.empty(0)
         )
@@ -110,6 +118,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         return (
             grad_hidden.mul_(grad_output.to(grad_hidden.dtype)) if need_hidden else None,
             grad_weight.mul_(grad_output).to(weight_dtype) if need_weight else None,
+            None,
             None,
             None,
             None,
@@ -151,12 +160,17 @@ class CausalLMLoss(nn.Module):
     :class:`ChunkedLinearCrossEntropy` when the model allows it and by the model itself otherwise. Wrapping keeps the
     loss inside the module that DDP (or FSDP) sees, so gradient synchronisation works as usual."""
 
-    def __init__(self, model: nn.Module, chunk: int | None = None, plain_head: bool = True):
+    def __init__(
+        self, model: nn.Module, chunk: int | None = None, plain_head: bool = True, lazy_from: int | None = None
+    ):
         super().__init__()
         self.model = model
         self.chunk = chunk  # None: chunk_tokens() for the device
         # plain_head: False when the caller found the model's logits are not its head's output (head_matches_model)
         self.fused = plain_head and fused_loss_supported(model)
+        # lazy_from: the head's new rows (from this row on) step lazily, so its gradient is needed for the new rows of
+        # the batch's tokens alone (Selection.lazy_from)
+        self.lazy_from = lazy_from
 
     def forward(self, input_ids: torch.Tensor, **model_kwargs) -> torch.Tensor:
         if not self.fused:
@@ -168,8 +182,11 @@ class CausalLMLoss(nn.Module):
         weight = base.get_output_embeddings().weight
         device = flat.device.type
         chunk = self.chunk or chunk_tokens(weight.shape[0], device)
+        rows = None
+        if self.lazy_from is not None and weight.requires_grad and device != "meta":
+            rows = torch.unique(input_ids[input_ids >= self.lazy_from])
         if device not in ("cuda", "cpu", "xpu", "mps"):  # e.g. "meta" in the memory plan: no autocast there
-            return ChunkedLinearCrossEntropy.apply(flat, weight, targets, chunk, None)
+            return ChunkedLinearCrossEntropy.apply(flat, weight, targets, chunk, None, rows)
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         with torch.autocast(device, enabled=False):
-            return ChunkedLinearCrossEntropy.apply(flat, weight, targets, chunk, dtype)
+            return ChunkedLinearCrossEntropy.apply(flat, weight, targets, chunk, dtype, rows)

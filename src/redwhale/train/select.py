@@ -22,13 +22,15 @@ from redwhale.core.errors import ConfigError
 
 @dataclass
 class RowRule:
-    """An embedding/head tensor whose rows train differently: base rows frozen (``freeze_base``), or new rows at
-    ``new_rows_scale`` times the group's learning rate."""
+    """An embedding/head tensor whose rows train differently: base rows frozen (``freeze_base``), new rows at
+    ``new_rows_scale`` times the group's learning rate, or new rows stepped only where their token occurs (``lazy``:
+    the LM head's new rows, ``StageSection.lazy_head_rows``)."""
 
     param: nn.Parameter
     base_rows: int
     freeze_base: bool
     new_rows_scale: float = 1.0
+    lazy: bool = False
 
 
 @dataclass
@@ -43,6 +45,12 @@ class Selection:
 
     def count(self) -> int:
         return sum(p.numel() for p in self.parameters)
+
+    @property
+    def lazy_from(self) -> int | None:
+        """The first new row when a tensor's new rows step lazily (the loss then computes the head's gradient for the
+        new rows of the batch's tokens alone), else None."""
+        return next((r.base_rows for r in self.row_rules if r.lazy), None)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -82,22 +90,23 @@ def _row_choices(model: nn.Module, stage: StageSection, base_rows: int, chosen: 
     head = head_module.weight if head_module is not None else None
     rules: list[RowRule] = []
 
-    def rows(param: nn.Parameter, modes: list[str]) -> None:
+    def rows(param: nn.Parameter, modes: list[str], head_rows: bool) -> None:
         modes = [m for m in modes if m != "none"]
         if not modes:
             return
         chosen[id(param)] = "embeddings"
         freeze_base = "all" not in modes
         scale = (stage.new_rows_lr / stage.lr) if stage.new_rows_lr else 1.0
+        lazy = head_rows and freeze_base and stage.lazy_head_rows
         if freeze_base or scale != 1.0:
-            rules.append(RowRule(param, base_rows, freeze_base, scale))
+            rules.append(RowRule(param, base_rows, freeze_base, scale, lazy))
 
     if head is not None and head is embed:
-        rows(embed, [spec.embeddings, spec.lm_head])
+        rows(embed, [spec.embeddings, spec.lm_head], spec.lm_head == "new")
     else:
-        rows(embed, [spec.embeddings])
+        rows(embed, [spec.embeddings], False)
         if head is not None:
-            rows(head, [spec.lm_head])
+            rows(head, [spec.lm_head], True)
     return rules
 
 
@@ -168,14 +177,20 @@ def apply_row_rules_to_grads(selection: Selection) -> None:
 
 
 class NewRowsStep:
-    """Scales the update of new rows by ``new_rows_lr / lr`` around ``optimizer.step()``.
+    """Around ``optimizer.step()``: scales the update of new rows by ``new_rows_lr / lr``, and puts back the lazy
+    rules' new rows whose token is not in ``present`` (the new rows, from 0, of the tokens in the step's blocks).
 
     AdamW's update of a row is ``lr * (m / (sqrt(v) + eps))`` (no weight decay on embeddings) and its moments do
     not depend on the learning rate, so scaling a row's update is exactly a different learning rate for that row.
-    Optimizers cannot give rows of one tensor different learning rates, hence this wrapper (written by hand)."""
+    Putting a row back makes it lazy (as TensorFlow's LazyAdam, for dense tensors): its moments still decay, but it
+    moves only at steps that hold its token. Optimizers cannot give rows of one tensor different learning rates or
+    step some rows only, hence this wrapper (written by hand)."""
 
-    def __init__(self, selection: Selection):
-        self.rules = [r for r in selection.row_rules if r.new_rows_scale != 1.0]
+    def __init__(self, selection: Selection, present: torch.Tensor | None = None):
+        self.rules = [r for r in selection.row_rules if r.new_rows_scale != 1.0 or r.lazy]
+        if any(r.lazy for r in self.rules) and present is None:
+            raise ValueError("lazy new rows need the step's tokens (present)")
+        self.present = present
         self.before: list[torch.Tensor] = []
 
     def __enter__(self) -> NewRowsStep:
@@ -186,7 +201,15 @@ class NewRowsStep:
         with torch.no_grad():
             for rule, before in zip(self.rules, self.before, strict=True):
                 new = rule.param[rule.base_rows :]
-                new.copy_(before + rule.new_rows_scale * (new - before))
+                if rule.lazy:  # the stepped rows kept, every row put back, the kept ones written (two plain copies)
+                    present = self.present.to(new.device)
+                    kept = new[present]
+                    if rule.new_rows_scale != 1.0:
+                        kept = before[present] + rule.new_rows_scale * (kept - before[present])
+                    new.copy_(before)
+                    new[present] = kept
+                elif rule.new_rows_scale != 1.0:
+                    new.copy_(before + rule.new_rows_scale * (new - before))
         self.before = []
 
 
