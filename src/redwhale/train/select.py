@@ -97,7 +97,7 @@ def _row_choices(model: nn.Module, stage: StageSection, base_rows: int, chosen: 
         chosen[id(param)] = "embeddings"
         freeze_base = "all" not in modes
         scale = (stage.new_rows_lr / stage.lr) if stage.new_rows_lr else 1.0
-        lazy = head_rows and freeze_base and stage.lazy_head_rows
+        lazy = stage.lazy_head_rows and head_rows and freeze_base
         if freeze_base or scale != 1.0:
             rules.append(RowRule(param, base_rows, freeze_base, scale, lazy))
 
