@@ -1152,7 +1152,8 @@ def replay(
     paper = [dict(s, share=None) for s in default_stages()]
     every_layer = [dict(s, share=None) for s in replay_stages()]  # bench_cpt's arm (d); its english_share set below
     first, layers = every_layer
-    # bench_cpt's arm (e), the default r30-r31: the head's new rows frozen as calibrated (trained, lazily, since r32)
+    # bench_cpt's arm (e), the default since r30: the head's new rows frozen as calibrated (explicitly so, as r32 tried
+    # the default with them trained)
     one_stage = [dict(s, share=None, trainable=dict(s.trainable, lm_head="none")) for s in one_stage_stages()]
     for schedule_name, name, stages, shares, replayed in (
         ("default", "default", paper, [0.25] * 4, 0.0),
@@ -1186,8 +1187,7 @@ def replay(
             [1.0],
             share,
         ),
-        # r32: the same, but a new head row moves only at a step whose blocks hold its token (lazy_head_rows, the
-        # default since): with every row stepped, AdamW moves the rows of absent tokens as far as present ones (its
+        # r32: the same, but a new head row moves only at a step whose blocks hold its token (lazy_head_rows): with every row stepped, AdamW moves the rows of absent tokens as far as present ones (its
         # update is normalised), shifting every new logit at once (default_stages' comment). r32 ran it with the
         # training loop patched before the loop did it (the head's full gradient, the absent rows put back after the
         # step); the loop computes the gradient of the present rows alone, so its clipping sees a slightly smaller norm
