@@ -158,9 +158,11 @@ def full_stage(lr, new_rows_lr=None):
 def schedule(kind: str, lr: float, emb_lr: float, new_lr: float | None, lora_lr: float):
     """Stage lists (without tokens) by name; shares are given with each experiment."""
     emb = {"name": "embeddings", "trainable": {"embeddings": "all", "lm_head": "all"}, "lr": emb_lr}
-    emb_new = {"name": "embeddings", "trainable": {"embeddings": "new", "lm_head": "new"}, "lr": emb_lr}
+    # the grids before r32 stepped the head's new rows at every step (lazy_head_rows did not exist): kept so
+    dense = {"lazy_head_rows": False}
+    emb_new = {"name": "embeddings", "trainable": {"embeddings": "new", "lm_head": "new"}, "lr": emb_lr, **dense}
     new = {"embeddings": "new", "lm_head": "new"} if new_lr else {}
-    nr = {"new_rows_lr": new_lr} if new_lr else {}
+    nr = {"new_rows_lr": new_lr, **dense} if new_lr else {}
     odd = {"name": "odd_layers", "trainable": {"layers": "odd", **new}, "lr": lr, **nr}
     even = {"name": "even_layers", "trainable": {"layers": "even", **new}, "lr": lr, **nr}
     lora = {"name": "lora", "lora": {"rank": 64, "alpha": 128}, "lr": lora_lr}
@@ -974,7 +976,7 @@ def repeated(out: Path, model_dir: Path, bench_out: Path, stage_tokens: int, thr
     records = out / "repeated.jsonl"
     done = {json.loads(line)["name"] for line in records.read_text().splitlines()} if records.is_file() else set()
     twice = [f"{t}\n\n{t}" for t in train]
-    head_too = dict(stages[0], trainable={"embeddings": "new", "lm_head": "new"})
+    head_too = dict(stages[0], trainable={"embeddings": "new", "lm_head": "new"}, lazy_head_rows=False)  # as r23 ran
     if "the extension, untrained" not in done:
         result = score(model_dir, out / "repeated" / "untrained-eval.json", korean, english, base_dir)
         record = {"experiment": "repeated", "name": "the extension, untrained", "model": str(model_dir),
