@@ -1048,7 +1048,6 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
     pieces = decompose(base_tok.backend_tokenizer, new_token_strings(tokenizer, base))
     new = slice(base, base + len(pieces))
     piece_counts = count_tokens(base_tok, train[:20_000])[:base]
-    counts_new = count_tokens(tokenizer, train[:20_000])[new]
 
     def weighted(matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         return torch.stack([(weights[ids, None] * matrix[ids]).sum(0) / weights[ids].sum() if ids else matrix[r]
@@ -1056,6 +1055,7 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
 
     if any(v.startswith("tag-") for v in variants):  # r32: each new token tagged with a base word the model copies
         words = [i for i in range(base) if re.fullmatch(r"Ġ[A-Za-z]{4,}", base_tok.convert_ids_to_tokens(i))][500:]
+        counts_new = count_tokens(tokenizer, train[:20_000])[new]
         by_count = sorted(range(len(pieces)), key=lambda r: -int(counts_new[r]))
         tags = torch.empty(len(pieces), dtype=torch.long)
         tags[by_count] = torch.tensor([words[i % len(words)] for i in range(len(pieces))])
@@ -1078,16 +1078,14 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
                     head[new] = weighted(head, idf) + (head[new] - weighted(head, plain))
             elif kind == "center-in":
                 embed[new] -= float(value) * embed[new].mean(0)
-            elif kind in ("rand-in", "rand-both"):
-                direction = torch.randn(len(pieces), embed.shape[1], generator=torch.Generator().manual_seed(0))
+            elif kind in ("rand-in", "rand-both", "tag-in", "tag-both"):
+                if kind.startswith("rand"):
+                    direction = torch.randn(len(pieces), embed.shape[1], generator=torch.Generator().manual_seed(0))
+                else:
+                    direction = embed[tags].clone()
                 direction /= direction.norm(dim=1, keepdim=True)
                 embed[new] += float(value) * embed[new].norm(dim=1, keepdim=True) * direction
-                if kind == "rand-both":
-                    head[new] += float(value) * head[new].norm(dim=1, keepdim=True) * direction
-            elif kind in ("tag-in", "tag-both"):
-                direction = embed[tags] / embed[tags].norm(dim=1, keepdim=True)
-                embed[new] += float(value) * embed[new].norm(dim=1, keepdim=True) * direction
-                if kind == "tag-both":
+                if kind.endswith("-both"):
                     head[new] += float(value) * head[new].norm(dim=1, keepdim=True) * direction
             elif kind == "head":
                 rows_out = weighted(head, plain)
@@ -1189,10 +1187,11 @@ def replay(
             [1.0],
             share,
         ),
-        # r32: the same, but a new head row moves only at a step whose blocks hold its token (lazy_head_rows): with every row stepped, AdamW moves the rows of absent tokens as far as present ones (its
-        # update is normalised), shifting every new logit at once (default_stages' comment). r32 ran it with the
-        # training loop patched before the loop did it (the head's full gradient, the absent rows put back after the
-        # step); the loop computes the gradient of the present rows alone, so its clipping sees a slightly smaller norm
+        # r32: the same, but a new head row moves only at a step whose blocks hold its token (lazy_head_rows): with
+        # every row stepped, AdamW moves the rows of absent tokens as far as present ones (its update is normalised),
+        # shifting every new logit at once (default_stages' comment). r32 ran it with the training loop patched before
+        # the loop did it (the head's full gradient, the absent rows put back after the step); the loop computes the
+        # gradient of the present rows alone, so its clipping sees a slightly smaller norm
         (
             "one_stage_lazy_head",
             f"one stage and the new head rows (lazy), English {share:g}",
