@@ -79,6 +79,32 @@ def test_the_fused_losss_gradient_for_some_rows_is_the_full_gradient_there_and_z
     assert grad_w[others].abs().sum() > 0 and torch.count_nonzero(grad_w_rows[others]) == 0
 
 
+def test_the_fused_loss_in_bf16_products_over_a_float32_head_is_autocasts_own():
+    """bf16 products over float32 weights (autocast's, on a GPU or a CPU with AMX): the fused loss, which casts the
+    head once for all its chunks, gives the loss and gradients autograd gives through the same casts, and the head's
+    gradient in the head's own dtype."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(40, 16, generator=generator)
+    targets = torch.randint(0, 50, (40,), generator=generator)
+    weight = torch.randn(50, 16, generator=generator)
+    results = []
+    for fused in (True, False):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        if fused:
+            loss = ChunkedLinearCrossEntropy.apply(h, w, targets, 16, torch.bfloat16, None)
+        else:
+            logits = (h.to(torch.bfloat16) @ w.to(torch.bfloat16).T).float()
+            loss = nn.functional.cross_entropy(logits, targets)
+        loss.backward()
+        results.append((loss.detach(), h.grad, w.grad))
+    (loss, grad_h, grad_w), (own_loss, own_grad_h, own_grad_w) = results
+    assert grad_w.dtype == torch.float32 and grad_h.dtype == torch.float32
+    torch.testing.assert_close(loss, own_loss)
+    # both round the same bf16 products; only the order of float32 sums differs
+    torch.testing.assert_close(grad_h, own_grad_h, rtol=2e-2, atol=1e-3 * own_grad_h.abs().max().item())
+    torch.testing.assert_close(grad_w, own_grad_w, rtol=2e-2, atol=1e-3 * own_grad_w.abs().max().item())
+
+
 def test_saved_activations_are_bf16_the_loss_is_unchanged_and_gradients_close():
     model = odd_layers_model()
     loss_fn = CausalLMLoss(model)

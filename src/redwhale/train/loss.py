@@ -66,6 +66,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         rows: torch.Tensor | None = None,
     ):
         dtype = compute_dtype or hidden.dtype
+        weight_dtype = weight.dtype
         valid = targets != IGNORE
         count = valid.sum().clamp(min=1)
         need_hidden = ctx.needs_input_grad[0]
@@ -75,6 +76,11 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         # the rows' gradient, summed apart and written into the zeros at the end
         grad_rows = grad_weight.new_zeros((len(rows), weight.shape[1])) if need_weight and rows is not None else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        # a head wider than the products (float32 weights under bf16 autocast) is cast once, not at every chunk's two
+        # products: on CPU each cast of a 128k-row head cost as much as its matmul. The copy is the size of the one a
+        # chunk's product made anyway, alive across the loop instead of inside each product
+        if weight_dtype.itemsize > dtype.itemsize:
+            weight = weight.detach().to(dtype)
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start : start + chunk].to(dtype)
             t = targets[start : start + chunk]
@@ -106,7 +112,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         ctx.save_for_backward(
             grad_hidden if need_hidden else torch.empty(0), grad_weight if need_weight else torch.empty(0)
         )
-        ctx.need = (need_hidden, need_weight, weight.dtype)
+        ctx.need = (need_hidden, need_weight, weight_dtype)
         return total / count
 
     @staticmethod

@@ -208,8 +208,9 @@ class NewRowsStep:
                         kept = before[present] + rule.new_rows_scale * (kept - before[present])
                     new.copy_(before)
                     new[present] = kept
-                elif rule.new_rows_scale != 1.0:
-                    new.copy_(before + rule.new_rows_scale * (new - before))
+                elif rule.new_rows_scale != 1.0:  # before + scale * (new - before) in one pass, in place: no three
+                    # temporaries of the new rows' size (~2% of a CPU step on bench_cpt.py's 80k-row embedding)
+                    new.lerp_(before, 1.0 - rule.new_rows_scale)
         self.before = []
 
 
