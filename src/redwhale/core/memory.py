@@ -2,7 +2,7 @@
 
 * On a GPU: ``torch.cuda.max_memory_allocated`` since the block began (tensors only, not the allocator's cache).
 * On CPU: bytes handed out by ``malloc`` and not yet freed (glibc's ``mallinfo2``: in-use heap chunks plus mmapped
-  chunks), sampled by a background thread every ``period_s``, minus the value when the block began. This is the
+  chunks; tcmalloc's or jemalloc's own counter when one of them is preloaded), sampled by a background thread every ``period_s``, minus the value when the block began. This is the
   CPU counterpart of allocated CUDA memory; the resident set (RSS) is not, because glibc keeps freed arenas and RSS
   only grows across stages. Without glibc the sampler falls back to RSS and says so.
 
@@ -43,6 +43,66 @@ def _mallinfo_reader():
     return read
 
 
+def _tcmalloc_reader():
+    """tcmalloc's bytes in use by the application (its ``generic.current_allocated_bytes``)."""
+    try:
+        get = ctypes.CDLL(None).MallocExtension_GetNumericProperty
+    except (OSError, AttributeError):
+        return None
+    get.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)]
+    get.restype = ctypes.c_int
+
+    def read() -> int:
+        value = ctypes.c_size_t(0)
+        get(b"generic.current_allocated_bytes", ctypes.byref(value))
+        return int(value.value)
+
+    return read if _works(read) else None
+
+
+def _jemalloc_reader():
+    """jemalloc's bytes allocated by the application (``stats.allocated``, refreshed through ``epoch``)."""
+    try:
+        mallctl = ctypes.CDLL(None).mallctl
+    except (OSError, AttributeError):
+        return None
+    mallctl.restype = ctypes.c_int
+
+    def read() -> int:
+        epoch, value = ctypes.c_uint64(1), ctypes.c_size_t(0)
+        size = ctypes.c_size_t(ctypes.sizeof(epoch))
+        mallctl(b"epoch", None, None, ctypes.byref(epoch), size)
+        size = ctypes.c_size_t(ctypes.sizeof(value))
+        if mallctl(b"stats.allocated", ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
+            return 0
+        return int(value.value)
+
+    return read if _works(read) else None
+
+
+def _works(read) -> bool:
+    try:
+        return read() > 0
+    except OSError:
+        return False
+
+
+def allocated_reader():
+    """A function giving the bytes malloc has handed out and not taken back, from the allocator this process runs on
+    (tcmalloc or jemalloc preloaded, as the benchmarks and ``malloc_advice`` run training, else glibc's
+    ``mallinfo2``: glibc's own counters read ~0 under another allocator), with its name; (None, "") where none
+    answers."""
+    from redwhale.core.environment import malloc_loaded
+
+    allocator = malloc_loaded()
+    make = {"tcmalloc": _tcmalloc_reader, "jemalloc": _jemalloc_reader}.get(allocator, _mallinfo_reader)
+    read = make()
+    name = {"tcmalloc": "tcmalloc allocated bytes", "jemalloc": "jemalloc stats.allocated"}.get(
+        allocator, "malloc in use (mallinfo2)"
+    )
+    return (read, name) if read is not None else (None, "")
+
+
 def _rss() -> int:
     return psutil.Process(os.getpid()).memory_info().rss
 
@@ -52,11 +112,11 @@ class PeakMemory:
 
     def __init__(self, device: torch.device, period_s: float = 0.02):
         self.device, self.period_s = device, period_s
-        self._read = _mallinfo_reader() if device.type != "cuda" else None
+        self._read, name = allocated_reader() if device.type != "cuda" else (None, "")
         self.measure = (
             "cuda max_memory_allocated"
             if device.type == "cuda"
-            else ("malloc in use (mallinfo2)" if self._read else "process RSS (no mallinfo2 here)")
+            else (name if self._read else "process RSS (no allocator counter here)")
         )
         self._start = self._peak = 0
         self._stop = threading.Event()
