@@ -97,9 +97,8 @@ def allocated_reader():
     allocator = malloc_loaded()
     make = {"tcmalloc": _tcmalloc_reader, "jemalloc": _jemalloc_reader}.get(allocator, _mallinfo_reader)
     read = make()
-    name = {"tcmalloc": "tcmalloc allocated bytes", "jemalloc": "jemalloc stats.allocated"}.get(
-        allocator, "malloc in use (mallinfo2)"
-    )
+    name = {"tcmalloc": "tcmalloc's current_allocated_bytes", "jemalloc": "jemalloc's stats.allocated"}
+    name = f"malloc in use ({name.get(allocator, 'mallinfo2')})"
     return (read, name) if read is not None else (None, "")
 
 
