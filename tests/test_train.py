@@ -175,6 +175,37 @@ def test_new_rows_learning_rate_scales_their_update(tmp_path, extended_untied_di
     assert moved[10] == pytest.approx(10 * moved[1], rel=0.25)
 
 
+def test_the_head_rows_learning_rate_scales_the_head_rows_alone(tmp_path, extended_untied_dir):
+    """``head_rows_lr`` sets the rate of an untied head's new rows; the new input rows keep ``new_rows_lr``."""
+    base_rows = json.loads((extended_untied_dir / "init_report.json").read_text())["base_vocab"]
+    start = AutoModelForCausalLM.from_pretrained(str(extended_untied_dir))
+    moved = {}
+    for head_lr in (1e-3, 1e-4):
+        s = StageSection(
+            name="rows",
+            trainable=Trainable(embeddings="new", lm_head="new"),
+            tokens=128,
+            lr=1e-3,
+            new_rows_lr=1e-3,
+            head_rows_lr=head_lr,
+            lazy_head_rows=False,
+            warmup_fraction=0.0,
+        )
+        cfg = tiny_train([s], checkpoint_every=100, merge_with_base=0.0)
+        train_schedule(extended_untied_dir, CORPUS, None, cfg, tmp_path / f"w{head_lr}")
+        end = AutoModelForCausalLM.from_pretrained(str(tmp_path / f"w{head_lr}" / "model"))
+        moved[head_lr] = [
+            (after.weight.detach() - before.weight.detach())[base_rows:].abs().sum().item()
+            for before, after in (
+                (start.get_input_embeddings(), end.get_input_embeddings()),
+                (start.get_output_embeddings(), end.get_output_embeddings()),
+            )
+        ]
+    (inputs_fast, head_fast), (inputs_slow, head_slow) = moved[1e-3], moved[1e-4]
+    assert head_fast == pytest.approx(10 * head_slow, rel=0.25)
+    assert inputs_fast == pytest.approx(inputs_slow, rel=0.25)
+
+
 @pytest.mark.parametrize("lazy", [True, False])
 def test_lazy_head_rows_move_only_where_their_token_was_trained(tmp_path, extended_untied_dir, lazy):
     """The head's new rows trained lazily (the default) stay exactly as they were for tokens absent from the training

@@ -353,6 +353,9 @@ class StageSection(Section):
     new_rows_lr: float | None = Field(
         None, gt=0, description="peak learning rate of the new embedding/head rows (null = lr)"
     )
+    head_rows_lr: float | None = Field(
+        None, gt=0, description="peak learning rate of an untied LM head's new rows (null = new_rows_lr)"
+    )
     lazy_head_rows: bool = Field(
         True,
         description="the LM head's new rows (trainable.lm_head: new) step only at steps whose blocks hold their token "

@@ -19,6 +19,8 @@ from typing import Any
 import psutil
 import torch
 
+from redwhale.core.environment import malloc_loaded
+
 MIB = 2**20
 
 
@@ -92,8 +94,6 @@ def allocated_reader():
     (tcmalloc or jemalloc preloaded, as the benchmarks and ``malloc_advice`` run training, else glibc's
     ``mallinfo2``: glibc's own counters read ~0 under another allocator), with its name; (None, "") where none
     answers."""
-    from redwhale.core.environment import malloc_loaded
-
     allocator = malloc_loaded()
     make = {"tcmalloc": _tcmalloc_reader, "jemalloc": _jemalloc_reader}.get(allocator, _mallinfo_reader)
     read = make()

@@ -90,23 +90,23 @@ def _row_choices(model: nn.Module, stage: StageSection, base_rows: int, chosen: 
     head = head_module.weight if head_module is not None else None
     rules: list[RowRule] = []
 
-    def rows(param: nn.Parameter, modes: list[str], head_rows: bool) -> None:
+    def rows(param: nn.Parameter, modes: list[str], head_rows: bool, rate: float | None) -> None:
         modes = [m for m in modes if m != "none"]
         if not modes:
             return
         chosen[id(param)] = "embeddings"
         freeze_base = "all" not in modes
-        scale = (stage.new_rows_lr / stage.lr) if stage.new_rows_lr else 1.0
+        scale = (rate / stage.lr) if rate else 1.0
         lazy = stage.lazy_head_rows and head_rows and freeze_base
         if freeze_base or scale != 1.0:
             rules.append(RowRule(param, base_rows, freeze_base, scale, lazy))
 
     if head is not None and head is embed:
-        rows(embed, [spec.embeddings, spec.lm_head], spec.lm_head == "new")
+        rows(embed, [spec.embeddings, spec.lm_head], spec.lm_head == "new", stage.new_rows_lr)
     else:
-        rows(embed, [spec.embeddings], False)
+        rows(embed, [spec.embeddings], False, stage.new_rows_lr)
         if head is not None:
-            rows(head, [spec.lm_head], True)
+            rows(head, [spec.lm_head], True, stage.head_rows_lr or stage.new_rows_lr)
     return rules
 
 
