@@ -45,7 +45,9 @@ stage 1, ``replay``) in ``cpt_explore_r24.jsonl``. r31 (new rows made as unlike 
 ``cpt_explore_r31.jsonl``. r32 (where the one-stage default loses to full fine-tuning, ``buckets`` on bench r31's 480 s
 arms; output rows at the base's norm, ``rows`` ``head:base`` / ``head:1.3``; new rows tagged with base words, ``rows``
 ``tag-in`` / ``tag-both``; the one stage with a quarter of the documents twice, with the new head rows trained, and on
-``rand-in:1``'s rows: ``replay --schedules one_stage one_stage_twice one_stage_head``) in ``cpt_explore_r32.jsonl``.
+``rand-in:1``'s rows: ``replay --schedules one_stage one_stage_twice one_stage_head``) in ``cpt_explore_r32.jsonl``. r33 (the new head rows
+lazily at a rate of their own, ``head_rows_lr`` 3e-4 and 6e-4: ``replay --schedules one_stage_lazy_head_3e-4
+one_stage_lazy_head_6e-4``, and ``configs/demo.yaml``'s train phase redone with each rate) in ``cpt_explore_r33.jsonl``.
 """
 
 from __future__ import annotations

@@ -436,7 +436,10 @@ class StageSection(Section):
 # In bench_cpt.py at 480 s (cpt-r32.json) that schedule as (a) reached 1.873 against full fine-tuning's 1.779 (5.3%
 # behind; r31's two seeds of (e): 6.7% / 5.9%, within one run's spread), but on the demo (a 2,000-token vocabulary,
 # 32,768 tokens) it reached 2.353 Korean bits per byte against 2.201 with the head rows frozen: the head rows stay
-# frozen by default until a rate of their own, or a rule by vocabulary size, is measured.
+# frozen by default. r33 gave them a rate of their own (head_rows_lr; cpt_explore_r33.jsonl): lazily at 3e-4 / 6e-4 /
+# 1e-3 the 80k model reached 1.919 / 1.928 / 1.905 against 1.924 frozen, the demo 2.187 / 2.196 / 2.342 against 2.205:
+# within ~0.5% of frozen rows at both rates that do not break the demo, not monotonic in the rate (one seed each),
+# and the lazy rows slow the 80k model's steps (by 6% in r32's bench probe): no rate earns the default.
 def default_stages() -> list[StageSection]:
     """The RedWhale schedule (``train.schedule: paper``, what ``auto`` runs where every layer at once does not fit):
     the new input rows, odd layers, even layers, LoRA over the whole model.

@@ -2,9 +2,10 @@
 
 * On a GPU: ``torch.cuda.max_memory_allocated`` since the block began (tensors only, not the allocator's cache).
 * On CPU: bytes handed out by ``malloc`` and not yet freed (glibc's ``mallinfo2``: in-use heap chunks plus mmapped
-  chunks; tcmalloc's or jemalloc's own counter when one of them is preloaded), sampled by a background thread every ``period_s``, minus the value when the block began. This is the
-  CPU counterpart of allocated CUDA memory; the resident set (RSS) is not, because glibc keeps freed arenas and RSS
-  only grows across stages. Without glibc the sampler falls back to RSS and says so.
+  chunks; tcmalloc's or jemalloc's own counter when one of them is preloaded, as the benchmarks and ``make demo``
+  run), sampled by a background thread every ``period_s``, minus the value when the block began. This is the CPU
+  counterpart of allocated CUDA memory; the resident set (RSS) is not, because glibc keeps freed arenas and RSS only
+  grows across stages. Where no allocator answers the sampler falls back to RSS and says so.
 
 Written by hand: PyTorch has no peak-allocation counter for CPU tensors.
 """
