@@ -83,8 +83,7 @@ def test_the_fused_losss_gradient_for_some_rows_is_the_full_gradient_there_and_z
 
 def test_the_fused_loss_in_bf16_products_over_a_float32_head_is_autocasts_own():
     """bf16 products over float32 weights (autocast's, on a GPU or a CPU with AMX): the fused loss, which casts the
-    head once for all its chunks, gives the loss and gradients autograd gives through the same casts, and the head's
-    gradient in the head's own dtype."""
+    head once for all its chunks, gives the loss and gradients autograd gives through the same casts."""
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(40, 16, generator=generator)
     targets = torch.randint(0, 50, (40,), generator=generator)
