@@ -1157,6 +1157,10 @@ def replay(
     # bench_cpt's arm (e), the default since r30: the head's new rows frozen as calibrated (explicitly so, as r32 tried
     # the default with them trained)
     one_stage = [dict(s, share=None, trainable=dict(s.trainable, lm_head="none")) for s in one_stage_stages()]
+
+    def with_head(**fields) -> list[dict]:  # the one stage with the head's new rows trained too (r32, r33)
+        return [dict(one_stage[0], trainable=dict(one_stage[0]["trainable"], lm_head="new"), **fields)]
+
     for schedule_name, name, stages, shares, replayed in (
         ("default", "default", paper, [0.25] * 4, 0.0),
         ("default", f"default, English {share:g} after stage 1", paper, [0.25] * 4, share),
@@ -1185,7 +1189,7 @@ def replay(
         (
             "one_stage_head",
             f"one stage and the new head rows, English {share:g}",
-            [dict(one_stage[0], trainable=dict(one_stage[0]["trainable"], lm_head="new"), lazy_head_rows=False)],
+            with_head(lazy_head_rows=False),
             [1.0],
             share,
         ),
@@ -1197,37 +1201,23 @@ def replay(
         (
             "one_stage_lazy_head",
             f"one stage and the new head rows (lazy), English {share:g}",
-            [dict(one_stage[0], trainable=dict(one_stage[0]["trainable"], lm_head="new"), lazy_head_rows=True)],
+            with_head(lazy_head_rows=True),
             [1.0],
             share,
         ),
-        # r33: the same with the head rows at the layers' rate (head_rows_lr 3e-4), or 6e-4, instead of the input rows' 1e-3:
-        # on the demo's 2,000-token vocabulary the lazy rows at 1e-3 did worse than frozen ones (r32)
+        # r33: the same with the head rows at the layers' rate (head_rows_lr 3e-4), or 6e-4, instead of the input
+        # rows' 1e-3: on the demo's 2,000-token vocabulary the lazy rows at 1e-3 did worse than frozen ones (r32)
         (
             "one_stage_lazy_head_3e-4",
             f"one stage and the new head rows (lazy, 3e-4), English {share:g}",
-            [
-                dict(
-                    one_stage[0],
-                    trainable=dict(one_stage[0]["trainable"], lm_head="new"),
-                    lazy_head_rows=True,
-                    head_rows_lr=3e-4,
-                )
-            ],
+            with_head(lazy_head_rows=True, head_rows_lr=3e-4),
             [1.0],
             share,
         ),
         (
             "one_stage_lazy_head_6e-4",
             f"one stage and the new head rows (lazy, 6e-4), English {share:g}",
-            [
-                dict(
-                    one_stage[0],
-                    trainable=dict(one_stage[0]["trainable"], lm_head="new"),
-                    lazy_head_rows=True,
-                    head_rows_lr=6e-4,
-                )
-            ],
+            with_head(lazy_head_rows=True, head_rows_lr=6e-4),
             [1.0],
             share,
         ),

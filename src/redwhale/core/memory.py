@@ -95,12 +95,15 @@ def allocated_reader():
     (tcmalloc or jemalloc preloaded, as the benchmarks and ``malloc_advice`` run training, else glibc's
     ``mallinfo2``: glibc's own counters read ~0 under another allocator), with its name; (None, "") where none
     answers."""
-    allocator = malloc_loaded()
-    make = {"tcmalloc": _tcmalloc_reader, "jemalloc": _jemalloc_reader}.get(allocator, _mallinfo_reader)
+    make, counter = _READERS.get(malloc_loaded(), (_mallinfo_reader, "mallinfo2"))
     read = make()
-    name = {"tcmalloc": "tcmalloc's current_allocated_bytes", "jemalloc": "jemalloc's stats.allocated"}
-    name = f"malloc in use ({name.get(allocator, 'mallinfo2')})"
-    return (read, name) if read is not None else (None, "")
+    return (read, f"malloc in use ({counter})") if read is not None else (None, "")
+
+
+_READERS = {
+    "tcmalloc": (_tcmalloc_reader, "tcmalloc's current_allocated_bytes"),
+    "jemalloc": (_jemalloc_reader, "jemalloc's stats.allocated"),
+}
 
 
 def _rss() -> int:

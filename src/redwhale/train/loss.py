@@ -28,8 +28,9 @@ def chunk_tokens(vocab_size: int, device_type: str) -> int:
     is the loss's whole transient memory; on 2 cores, ``ChunkedLinearCrossEntropy`` over 1,022 tokens was fastest at
     256 to 341 tokens a chunk at 49k and 128k vocabularies, slower at 130 or 512 and more)."""
     if device_type == "cpu":
-        fits = CPU_LOGITS_BYTES // (4 * vocab_size)
-        return max(64, min(LOSS_CHUNK, max(fits, min(CPU_MIN_CHUNK, CPU_MAX_LOGITS_BYTES // (4 * vocab_size)))))
+        token_bytes = 4 * vocab_size
+        floor = min(CPU_MIN_CHUNK, CPU_MAX_LOGITS_BYTES // token_bytes)
+        return max(64, min(LOSS_CHUNK, max(CPU_LOGITS_BYTES // token_bytes, floor)))
     return LOSS_CHUNK
 
 
