@@ -24,6 +24,7 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py rows --out DIR --model M --bench-out B                      # new-row variants, untrained
     python bench/cpt_explore.py replay --out DIR --model M --bench-out B --tokens 163840 --share 0.25   # English replay
     python bench/cpt_explore.py speed --out DIR --model <(e)'s extend/model> --bench-out B --steps 12   # AdamW kernels
+    python bench/cpt_explore.py head-only --out DIR --model <(a)'s arm> --bench-out B --tokens 40960   # head rows alone
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
@@ -48,6 +49,10 @@ arms; output rows at the base's norm, ``rows`` ``head:base`` / ``head:1.3``; new
 ``rand-in:1``'s rows: ``replay --schedules one_stage one_stage_twice one_stage_head``) in ``cpt_explore_r32.jsonl``. r33 (the new head rows
 lazily at a rate of their own, ``head_rows_lr`` 3e-4 and 6e-4: ``replay --schedules one_stage_lazy_head_3e-4
 one_stage_lazy_head_6e-4``, and ``configs/demo.yaml``'s train phase redone with each rate) in ``cpt_explore_r33.jsonl``.
+r34 (``buckets`` on bench r33's 480 s arms, with the tokens that cost (a) the most; the new head rows of r33's (a)
+trained alone, ``head-only``; the one stage with its layers at 6e-4, with its new input rows at 3e-3 and 1e-2, and
+with a twentieth of its blocks English: ``replay --schedules one_stage_6e-4 one_stage_new_0.003 one_stage_new_0.01``,
+``replay --share 0.05 --schedules one_stage``) in ``cpt_explore_r34.jsonl``.
 """
 
 from __future__ import annotations
@@ -867,7 +872,8 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
     and a third time by whether (a)'s token occurred earlier in the same document (a repeat, which a model can copy
     from its context). Each group's bits per byte under (a), under ``full`` (the (b) model) and under the base, and
     its share of the gap between (a) and (b) in bits; with how alike (a)'s new rows are (:func:`_row_similarity`).
-    One line in ``buckets.jsonl``. Analysis of finished arms, not a choice of defaults."""
+    r34: and the 25 tokens of (a) that cost it the most bits against (b), with the 10 that save it the most. One line
+    in ``buckets.jsonl``. Analysis of finished arms, not a choice of defaults."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_cpt import prepared_corpus
     from redwhale.core.source import load_tokenizer, materialize, resolve
@@ -899,6 +905,7 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
 
     repeats = ["first in its document, base", "first in its document, new", "repeat, base", "repeat, new"]
     tables = {by: {} for by in ("token", "previous token", "occurrence in the document")}
+    per_token: dict[int, list] = {}  # r34: (a)'s token -> [occurrences, bytes, bits under (a), bits under (b)]
     for doc in range(len(korean)):
         per_byte = {}
         for name in ("b", "base"):
@@ -914,6 +921,8 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
                 g["bytes"], g["tokens"] = g["bytes"] + len(piece), g["tokens"] + 1
                 for n, x in charged.items():
                     g[n] += x
+            t = per_token.setdefault(token, [0, 0, 0.0, 0.0])
+            t[0], t[1], t[2], t[3] = t[0] + 1, t[1] + len(piece), t[2] + charged["a"], t[3] + charged["b"]
             at, previous = at + len(piece), token
             seen.add(token)
     total = sum(g["bytes"] for g in tables["token"].values())
@@ -924,8 +933,14 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
             for by, table in tables.items()}  # fmt: skip
     overall = {f"{m}_bpb": sum(g[m] for g in tables["token"].values()) / total for m in ("a", "b", "base")}
     similarity = _row_similarity(trained_model, base_rows)
+    ranked = sorted(per_token.items(), key=lambda kv: kv[1][3] - kv[1][2])  # (a)'s worst tokens first
+    tokens = [{"token": tokenizer.decode([t]), "id": t, "new": t >= base_rows, "occurrences": n, "bytes": size,
+               "trained_occurrences": counts[t] * share, "a_bpb": a / size, "b_bpb": b / size,
+               "share_of_gap": (a - b) / gap}
+              for t, (n, size, a, b) in ranked[:25] + ranked[-10:]]  # fmt: skip
     record = {"experiment": "buckets", "arm": str(arm), "full": str(full), "trained_tokens": trained_tokens,
-              "share_of_split_trained": share, "overall": overall, "groups": rows, "row_similarity": similarity}  # fmt: skip
+              "share_of_split_trained": share, "overall": overall, "groups": rows, "row_similarity": similarity,
+              "tokens": tokens}  # fmt: skip
     write_record(out / "buckets.jsonl", record, show=False)
     for by, table in rows.items():
         print(f"\n| bytes by (a)'s {by} | share of bytes | (a)'s tokens | (a) bpb | (b) bpb | (a) / (b) "
@@ -934,6 +949,10 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
         for r in [*table, {**every, **overall}]:
             print(f"| {r['group']} | {r['share_of_bytes']:.1%} | {r['tokens']:,} | {r['a_bpb']:.4f} | {r['b_bpb']:.4f} "
                   f"| {r['a_bpb'] / r['b_bpb']:.3f} | {r['share_of_gap']:+.1%} | {r['base_bpb']:.4f} |")  # fmt: skip
+    print("\n| (a)'s token | new | in the text | seen in training | (a) bpb | (b) bpb | share of the gap |")
+    for r in tokens:
+        print(f"| {r['token']!r} | {'new' if r['new'] else 'base'} | {r['occurrences']} | {r['trained_occurrences']:.0f} "
+              f"| {r['a_bpb']:.2f} | {r['b_bpb']:.2f} | {r['share_of_gap']:+.1%} |")  # fmt: skip
     print("\n" + "; ".join(f"{k}: {v:.3f}" for k, v in similarity.items()))
 
 
@@ -1006,6 +1025,48 @@ def repeated(out: Path, model_dir: Path, bench_out: Path, stage_tokens: int, thr
         for folder in (work / "stage1" / "model", work / "rest" / "model"):
             for path in folder.glob("*.safetensors"):
                 path.unlink()
+
+
+def head_only(out: Path, arm: Path, bench_out: Path, tokens: int, rates: list[float], threads: int) -> None:
+    """r34: do the frozen new head rows hold (a) back? (``buckets`` on r33's 480 s arms: (a) beats (b) on the new
+    tokens it trained on fewer than twice and loses on those it trained on 8 times or more, 1.62 bits per byte against
+    1.27 at 32 or more, whose output rows stay as calibrated.) ``arm``'s trained model (bench_cpt.py's (a)) trains its
+    LM head's new rows alone, lazily (``lazy_head_rows``), at each of ``rates`` for ``tokens`` Korean tokens, everything
+    else frozen; each scored on the held-out Korean disjoint from the bench's, by first occurrence and repeat
+    (:func:`repeat_split`), beside the model as it is. One line each in ``head_only.jsonl``."""
+    import torch
+
+    from redwhale.core.source import materialize, resolve
+    from redwhale.train.run import train_schedule
+
+    torch.set_num_threads(threads)
+    train, korean, english = texts(bench_out)
+    base_dir = materialize(resolve(BASE), None)
+    start = arm / "train" / "model"
+    base_rows = json.loads((start / "init_report.json").read_text())["base_vocab"]
+    records = out / "head_only.jsonl"
+    done = {json.loads(line)["name"] for line in records.read_text().splitlines()} if records.is_file() else set()
+    if "as trained" not in done:
+        result = score(start, out / "head_only" / "start-eval.json", korean, english, base_dir)
+        write_record(records, {"experiment": "head_only", "name": "as trained", "model": str(start),
+                               "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
+                               "korean_by_occurrence": repeat_split(start, korean, base_rows, threads)})  # fmt: skip
+    for rate in rates:
+        name = f"the new head rows alone, lazily at {rate:g}, {tokens} tokens"
+        if name in done:
+            continue
+        work = out / "head_only" / f"lr-{rate:g}"
+        stage = {"name": "head_rows", "trainable": {"lm_head": "new"}, "lr": rate}
+        started = time.perf_counter()
+        summary = train_schedule(start, train, None, train_section([stage], [tokens]), work)
+        seconds = time.perf_counter() - started
+        result = score(work / "model", work / "eval.json", korean, english, base_dir)
+        write_record(records, {"experiment": "head_only", "name": name, "model": str(start), "tokens": tokens,
+                               "train_seconds": round(seconds, 1), "final_loss": summary["stages"][0]["final_loss"],
+                               "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
+                               "korean_by_occurrence": repeat_split(work / "model", korean, base_rows, threads)})  # fmt: skip
+        for path in (work / "model").glob("*.safetensors"):
+            path.unlink()
 
 
 def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threads: int) -> None:
@@ -1221,6 +1282,27 @@ def replay(
             [1.0],
             share,
         ),
+        # r34: the one stage's layers at twice full fine-tuning's rate (the buckets of r33's arms: (a) loses to (b) on
+        # its commonest new tokens, which only the layers and the input rows learn), the new input rows at 1e-3 still
+        (
+            "one_stage_6e-4",
+            f"every layer at 6e-4 and the new input rows in one stage, English {share:g}",
+            [dict(one_stage[0], lr=6e-4)],
+            [1.0],
+            share,
+        ),
+        # r34: the new input rows faster (3e-3, 1e-2; the layers at 3e-4): at 1e-3 they end as alike as they start
+        # (mean cosine 0.81 in r33's (a), the base rows' 0.45), too alike for the layers to tell tokens apart
+        *(
+            (
+                f"one_stage_new_{rate:g}",
+                f"every layer and the new input rows at {rate:g} in one stage, English {share:g}",
+                [dict(one_stage[0], new_rows_lr=rate)],
+                [1.0],
+                share,
+            )
+            for rate in (3e-3, 1e-2)
+        ),
     ):
         if name in done or schedule_name not in schedules:
             continue
@@ -1424,7 +1506,7 @@ def table(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend",
-                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows", "speed"])  # fmt: skip
+                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows", "speed", "head-only"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
@@ -1436,6 +1518,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8000, help="pipeline: the tokenizer size (tokens)")
     parser.add_argument("--steps", type=int, default=40, help="distill: documents (one a step); speed: steps an arm")
     parser.add_argument("--lr", type=float, default=3e-3, help="distill: the new input rows' rate")
+    parser.add_argument("--rates", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2], help="head-only: the rates")
     parser.add_argument("--variants", nargs="+", default=["idf-in:0.5", "idf-in:1", "idf-both:1", "head:1", "head:base"],
                         help="rows: which variants of --model (see rows)")  # fmt: skip
     parser.add_argument(
@@ -1453,12 +1536,16 @@ def main() -> None:
             "one_stage_lazy_head",
             "one_stage_lazy_head_3e-4",
             "one_stage_lazy_head_6e-4",
+            "one_stage_6e-4",
+            "one_stage_new_0.003",
+            "one_stage_new_0.01",
         ],
         default=["default", "all_layers"],
         help="replay: which schedules to run (the default's four stages; stage 1 then every layer; the same with "
         "stage 1 on a tenth; every layer with the new input rows in one stage; stage 1 then every layer at 6e-4; "
         "every layer alone in one stage; r32: the one stage with a quarter of the documents written twice, or with the "
-        "new head rows trained too)",
+        "new head rows trained too; r33: the head rows at their own rate; r34: the layers at 6e-4, the new input rows "
+        "at 3e-3 / 1e-2)",
     )
     parser.add_argument("--share", type=float, default=0.25, help="replay: the English share after stage 1")
     parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")
@@ -1493,6 +1580,8 @@ def main() -> None:
         return replay(args.out, args.model[0], args.bench_out, args.tokens, args.share, args.threads, args.schedules)
     if args.what == "buckets":
         return buckets(args.out, args.model[0], args.model[1], args.bench_out, args.threads)
+    if args.what == "head-only":
+        return head_only(args.out, args.model[0], args.bench_out, args.tokens, args.rates, args.threads)
     if args.what == "unmerge":
         return unmerge(args.out, args.model, args.bench_out, args.threads)
     if args.what == "speed":
