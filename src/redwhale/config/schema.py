@@ -440,6 +440,10 @@ class StageSection(Section):
 # 1e-3 the 80k model reached 1.919 / 1.928 / 1.905 against 1.924 frozen, the demo 2.187 / 2.196 / 2.342 against 2.205:
 # within ~0.5% of frozen rows at both rates that do not break the demo, not monotonic in the rate (one seed each),
 # and the lazy rows slow the 80k model's steps (by 6% in r32's bench probe): no rate earns the default.
+# r34 (cpt_explore_r34.jsonl, the same model, tokens and text): the one stage with its layers at 6e-4 1.914 (licence
+# English +4.1% against the base's, the default's -2.0%), its new input rows at 3e-3 / 1e-2 1.927 / 1.928, a twentieth
+# of its blocks English 1.914, against the default's 1.924: within one seed's ~0.5%, no change. The new head rows of
+# bench r33's (a) trained alone for 40,960 more tokens: 1.906 -> 1.903 / 1.910 / 2.369 at 1e-4 / 1e-3 / 1e-2.
 def default_stages() -> list[StageSection]:
     """The RedWhale schedule (``train.schedule: paper``, what ``auto`` runs where every layer at once does not fit):
     the new input rows, odd layers, even layers, LoRA over the whole model.
