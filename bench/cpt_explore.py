@@ -74,6 +74,11 @@ SIZES = (500, 1000, 2000, 4000, 8000, 20000)
 SEQ, MICRO = 512, 2
 
 
+def recorded_names(path: Path) -> set[str]:
+    """The names of the experiments already in the ``.jsonl`` at ``path`` (none if it is absent): those to skip."""
+    return {json.loads(line)["name"] for line in path.read_text().splitlines()} if path.is_file() else set()
+
+
 def write_record(path: Path, record: dict, show: bool = True) -> None:
     """One experiment's line appended to its ``.jsonl`` (and printed, unless ``show`` is false)."""
     with path.open("a") as handle:
@@ -905,7 +910,7 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
 
     repeats = ["first in its document, base", "first in its document, new", "repeat, base", "repeat, new"]
     tables = {by: {} for by in ("token", "previous token", "occurrence in the document")}
-    per_token: dict[int, list] = {}  # r34: (a)'s token -> [occurrences, bytes, bits under (a), bits under (b)]
+    per_token: dict[int, dict] = {}  # r34: the same sums for each of (a)'s tokens
     for doc in range(len(korean)):
         per_byte = {}
         for name in ("b", "base"):
@@ -915,14 +920,12 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
         for token, piece, bits in zip(*scored["a"][doc], strict=True):
             charged = {"a": bits, **{n: sum(per_byte[n][at : at + len(piece)]) for n in ("b", "base")}}
             repeat = repeats[2 * (token in seen) + (token >= base_rows)]
-            for by, key in (("token", group(token)), ("previous token", group(previous)),
-                            ("occurrence in the document", repeat)):  # fmt: skip
-                g = tables[by].setdefault(key, {"bytes": 0, "tokens": 0, "a": 0.0, "b": 0.0, "base": 0.0})
+            for table, key in ((tables["token"], group(token)), (tables["previous token"], group(previous)),
+                               (tables["occurrence in the document"], repeat), (per_token, token)):  # fmt: skip
+                g = table.setdefault(key, {"bytes": 0, "tokens": 0, "a": 0.0, "b": 0.0, "base": 0.0})
                 g["bytes"], g["tokens"] = g["bytes"] + len(piece), g["tokens"] + 1
                 for n, x in charged.items():
                     g[n] += x
-            t = per_token.setdefault(token, [0, 0, 0.0, 0.0])
-            t[0], t[1], t[2], t[3] = t[0] + 1, t[1] + len(piece), t[2] + charged["a"], t[3] + charged["b"]
             at, previous = at + len(piece), token
             seen.add(token)
     total = sum(g["bytes"] for g in tables["token"].values())
@@ -933,11 +936,11 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
             for by, table in tables.items()}  # fmt: skip
     overall = {f"{m}_bpb": sum(g[m] for g in tables["token"].values()) / total for m in ("a", "b", "base")}
     similarity = _row_similarity(trained_model, base_rows)
-    ranked = sorted(per_token.items(), key=lambda kv: kv[1][3] - kv[1][2])  # (a)'s worst tokens first
-    tokens = [{"token": tokenizer.decode([t]), "id": t, "new": t >= base_rows, "occurrences": n, "bytes": size,
-               "trained_occurrences": counts[t] * share, "a_bpb": a / size, "b_bpb": b / size,
-               "share_of_gap": (a - b) / gap}
-              for t, (n, size, a, b) in ranked[:25] + ranked[-10:]]  # fmt: skip
+    ranked = sorted(per_token.items(), key=lambda kv: kv[1]["b"] - kv[1]["a"])  # (a)'s worst tokens first
+    tokens = [{"token": tokenizer.decode([t]), "id": t, "new": t >= base_rows, "occurrences": g["tokens"],
+               "bytes": g["bytes"], "trained_occurrences": counts[t] * share, "a_bpb": g["a"] / g["bytes"],
+               "b_bpb": g["b"] / g["bytes"], "share_of_gap": (g["a"] - g["b"]) / gap}
+              for t, g in ranked[:25] + ranked[-10:]]  # fmt: skip
     record = {"experiment": "buckets", "arm": str(arm), "full": str(full), "trained_tokens": trained_tokens,
               "share_of_split_trained": share, "overall": overall, "groups": rows, "row_similarity": similarity,
               "tokens": tokens}  # fmt: skip
@@ -995,7 +998,7 @@ def repeated(out: Path, model_dir: Path, bench_out: Path, stage_tokens: int, thr
     base_rows = json.loads((model_dir / "init_report.json").read_text())["base_vocab"]
     stages = [dict(s, share=None) for s in default_stages()]
     records = out / "repeated.jsonl"
-    done = {json.loads(line)["name"] for line in records.read_text().splitlines()} if records.is_file() else set()
+    done = recorded_names(records)
     twice = [f"{t}\n\n{t}" for t in train]
     head_too = dict(stages[0], trainable={"embeddings": "new", "lm_head": "new"}, lazy_head_rows=False)  # as r23 ran
     if "the extension, untrained" not in done:
@@ -1045,7 +1048,7 @@ def head_only(out: Path, arm: Path, bench_out: Path, tokens: int, rates: list[fl
     start = arm / "train" / "model"
     base_rows = json.loads((start / "init_report.json").read_text())["base_vocab"]
     records = out / "head_only.jsonl"
-    done = {json.loads(line)["name"] for line in records.read_text().splitlines()} if records.is_file() else set()
+    done = recorded_names(records)
     if "as trained" not in done:
         result = score(start, out / "head_only" / "start-eval.json", korean, english, base_dir)
         write_record(records, {"experiment": "head_only", "name": "as trained", "model": str(start),
@@ -1198,7 +1201,7 @@ def replay(
     assert not set(english) & set(pool)
     base_dir = materialize(resolve(BASE), None)
     records = out / "replay.jsonl"
-    done = {json.loads(line)["name"] for line in records.read_text().splitlines()} if records.is_file() else set()
+    done = recorded_names(records)
     section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
 
     def licence_bpb(model: Path, name: str) -> float:
