@@ -25,6 +25,8 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py replay --out DIR --model M --bench-out B --tokens 163840 --share 0.25   # English replay
     python bench/cpt_explore.py speed --out DIR --model <(e)'s extend/model> --bench-out B --steps 12   # AdamW kernels
     python bench/cpt_explore.py head-only --out DIR --model <(a)'s arm> --bench-out B --tokens 40960   # head rows alone
+    python bench/cpt_explore.py copying --out DIR --model <bench out>/budget-480/a <bench out>/budget-480/b --bench-out B
+    python bench/cpt_explore.py composer --out DIR --model M --bench-out B --tokens 151552 --share 0.1 --rates 1e-4
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
@@ -52,7 +54,10 @@ one_stage_lazy_head_6e-4``, and ``configs/demo.yaml``'s train phase redone with 
 r34 (``buckets`` on bench r33's 480 s arms, with the tokens that cost (a) the most; the new head rows of r33's (a)
 trained alone, ``head-only``; the one stage with its layers at 6e-4, with its new input rows at 3e-3 and 1e-2, and
 with a twentieth of its blocks English: ``replay --schedules one_stage_6e-4 one_stage_new_0.003 one_stage_new_0.01``,
-``replay --share 0.05 --schedules one_stage``) in ``cpt_explore_r34.jsonl``.
+``replay --share 0.05 --schedules one_stage``) in ``cpt_explore_r34.jsonl``. r35 (what copying from the document is
+worth to bench r33's and r34's arms, and whether the base's circuits copy a new token: ``copying``; the new input rows
+composed from their pieces as well, ``composer``; a tenth of the tokens spent on sequences written twice, ``replay
+--schedules one_stage_copy``; ``rows`` ``tag-both:0.5`` again, for ``copying``) in ``cpt_explore_r35.jsonl``.
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "ko_corpus" / "ko_train.jsonl"
@@ -959,6 +968,96 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
     print("\n" + "; ".join(f"{k}: {v:.3f}" for k, v in similarity.items()))
 
 
+CACHE_WEIGHTS = ((0.05, 0.0), (0.1, 0.0), (0.2, 0.0), (0.05, 0.1), (0.05, 0.2), (0.1, 0.2))
+LENGTHS = ((0, 100), (100, 300), (300, 1000), (1000, None))  # characters: reviews are short, petitions long
+
+
+def _with_cache(ids: list[int], bits: list[float], unigram: float, bigram: float) -> float:
+    """Bits of a document's tokens under the model mixed with a cache of the document so far (written by hand: a
+    measurement, no library scores a cache mixture from per-token bits): ``(1 - u - g) p + u c(t) / i + g c(prev, t)
+    / c(prev)``, where the bigram term (what an induction head does: the token that followed the previous token the
+    last times) is used only where the previous token occurred before (else its weight goes back to the model)."""
+    total, tokens, pairs, before = 0.0, {}, {}, {}
+    for i, (token, b) in enumerate(zip(ids, bits, strict=True)):
+        p = 2.0**-b
+        if i:
+            previous = ids[i - 1]
+            copied = unigram * tokens.get(token, 0) / i
+            if before.get(previous):
+                p = (1 - unigram - bigram) * p + copied + bigram * pairs.get((previous, token), 0) / before[previous]
+            else:
+                p = (1 - unigram) * p + copied
+            pairs[(previous, token)] = pairs.get((previous, token), 0) + 1
+            before[previous] = before.get(previous, 0) + 1
+        total -= math.log2(p)
+        tokens[token] = tokens.get(token, 0) + 1
+    return total
+
+
+def copying(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
+    """r35: how much of (a)'s gap to full fine-tuning is copying from the document? For each finished bench_cpt arm
+    (``--model`` its folders: ``budget-480/a``, ``budget-480/b``, ...), on bench_cpt's held-out Korean: its bits per
+    byte by document length (the corpus's movie reviews are short, its petitions long, with a topic's words
+    repeated); by where each token stands in its document: first occurrence, a token seen before in another context,
+    or a *bigram* seen before (the token after the same previous token: what the base's induction heads copy, as
+    full fine-tuning does inside a word split into byte pieces); and mixed with a cache of the document so far
+    (:func:`_with_cache`, at the weights in ``CACHE_WEIGHTS``): the bits a copying mechanism the model lacks would
+    save; and on 16 sequences of 32 held-out words each written twice, the bits per byte of the first and of the
+    second time (a model that copies pays little the second time). ``--model`` may also name model folders (an
+    extension untrained, a ``replay`` run's model). One line per arm in ``copying.jsonl``. Analysis of finished arms,
+    not a choice of defaults."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_cpt import prepared_corpus
+
+    korean, _ = bench_heldout(prepared_corpus(bench_out))
+    sizes = [len(text.encode("utf-8")) for text in korean]
+    import random
+
+    rng, words = random.Random(1), [w for text in korean for w in text.split() if re.search("[\uac00-\ud7a3]", w)]
+    # 32 words: written twice, under 1,024 tokens even with the base tokenizer's ~2 a character, so that every token of
+    # the second time is scored with the whole first time in its window
+    sequences = [" ".join(rng.choice(words) for _ in range(32)) for _ in range(16)]
+    probes, halves = [f"{q}\n{q}" for q in sequences], [len(f"{q}\n".encode()) for q in sequences]
+    for arm in arms:
+        model = arm / "train" / "model" if (arm / "train" / "model").is_dir() else arm
+        base_rows = json.loads((model / "init_report.json").read_text())["base_vocab"] if (
+            model / "init_report.json").is_file() else None  # fmt: skip
+        scored = _token_bits(model, korean, threads)
+        by_length = []
+        for low, high in LENGTHS:
+            docs = [i for i, text in enumerate(korean) if len(text) >= low and (high is None or len(text) < high)]
+            size = sum(sizes[i] for i in docs)
+            by_length.append({"chars": f"{low}-{high or ''}", "documents": len(docs), "share_of_bytes": size / sum(sizes),
+                              "bpb": sum(sum(scored[i][2]) for i in docs) / size})  # fmt: skip
+        by_occurrence: dict[str, list[float]] = {}
+        for ids, pieces, bits in scored:
+            pairs, seen = set(), set()
+            for i, (token, piece, b) in enumerate(zip(ids, pieces, bits, strict=True)):
+                pair = (ids[i - 1] if i else None, token)
+                kind = "bigram seen" if pair in pairs else "token seen, new context" if token in seen else "first"
+                kind += "" if base_rows is None else (", new" if token >= base_rows else ", base")
+                g = by_occurrence.setdefault(kind, [0.0, 0])
+                g[0], g[1] = g[0] + b, g[1] + len(piece)
+                pairs.add(pair)
+                seen.add(token)
+        cache = {f"unigram {u:g}, bigram {g:g}": sum(_with_cache(ids, bits, u, g) for ids, _, bits in scored) / sum(sizes)
+                 for u, g in CACHE_WEIGHTS}  # fmt: skip
+        # a sequence of 32 held-out words written twice: how much cheaper is the second time (the base's tokens, copied
+        # by the base's induction heads, cost almost nothing the second time)
+        first_half = second_half = 0.0
+        for (ids, pieces, bits), half in zip(_token_bits(model, probes, threads), halves, strict=True):
+            at = next(i for i in range(len(ids)) if len(b"".join(pieces[: i + 1])) > half)  # the token after the line
+            first_half, second_half = first_half + sum(bits[:at]), second_half + sum(bits[at:])
+        probe_bytes = sum(halves)
+        record = {"experiment": "copying", "arm": str(arm), "korean_bpb": sum(sum(d[2]) for d in scored) / sum(sizes),
+                  "by_length": by_length,
+                  "by_occurrence": {k: {"bpb": v[0] / v[1], "share_of_bytes": v[1] / sum(sizes)}
+                                    for k, v in sorted(by_occurrence.items())},
+                  "with_cache": cache, "repeated_sequence": {"first_bpb": first_half / probe_bytes,
+                                                             "second_bpb": second_half / probe_bytes}}  # fmt: skip
+        write_record(out / "copying.jsonl", record)
+
+
 def repeat_split(model_dir: Path, texts: list[str], base_rows: int, threads: int) -> dict[str, float]:
     """Bits per byte of ``model_dir`` on ``texts`` by whether each token occurred earlier in its document (a repeat,
     which a model can copy from context) and whether it is new (id >= ``base_rows``); "all" is the model's bpb."""
@@ -1175,6 +1274,23 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
         write_record(out / "scores.jsonl", {"experiment": "rows", "model": str(folder), **similarity})
 
 
+def copy_documents(train: list[str], share: float, words: int = 64, seed: int = 0) -> list[str]:
+    """Documents that teach copying (r35): ``words`` words (whitespace-separated, holding Hangul) drawn at random from
+    ``train``, the sequence then written again, as many as make about ``share`` of the characters of ``train`` plus
+    them."""
+    import random
+
+    rng = random.Random(seed)
+    pool = [w for text in train[:20_000] for w in text.split() if re.search("[\uac00-\ud7a3]", w)]
+    target = share / (1 - share) * sum(len(t) for t in train)
+    out, chars = [], 0
+    while chars < target:
+        sequence = " ".join(rng.choice(pool) for _ in range(words))
+        out.append(f"{sequence}\n{sequence}")
+        chars += len(out[-1])
+    return out
+
+
 def replay(
     out: Path, model_dir: Path, bench_out: Path, tokens: int, share: float, threads: int, schedules: list[str]
 ) -> None:
@@ -1306,6 +1422,18 @@ def replay(
             )
             for rate in (3e-3, 1e-2)
         ),
+        # r35: a tenth of the training tokens spent on copying: sequences of 64 words drawn at random from the training
+        # text, each written twice (copying_documents). (a) copies almost nothing of its document (``copying``: a
+        # cache of the document would bring r33's (a) from 1.851 to 1.781 at 480 s, (b)'s 1.783), and r32's quarter
+        # of the documents written twice trained little of it (1.918): here every second half is copyable and nothing
+        # else predicts it
+        (
+            "one_stage_copy",
+            f"one stage, English {share:g}, a tenth of the tokens random words written twice",
+            one_stage,
+            [1.0],
+            share,
+        ),  # fmt: skip
     ):
         if name in done or schedule_name not in schedules:
             continue
@@ -1314,6 +1442,8 @@ def replay(
         work = out / "replay" / name.replace(" ", "-").replace(",", "")
         started = time.perf_counter()
         documents = [f"{t}\n\n{t}" if i % 4 == 0 else t for i, t in enumerate(train)] if "twice" in name else train
+        if schedule_name == "one_stage_copy":
+            documents = train + copy_documents(train, 0.1)
         summary = train_schedule(model_dir, documents, pool, train_section(stages, split_tokens(tokens, shares)), work)
         seconds = time.perf_counter() - started
         result = score(work / "model", work / "eval.json", korean, english, base_dir)
@@ -1325,6 +1455,132 @@ def replay(
         if schedule_name.startswith("one_stage"):  # r32: by first occurrence and repeat
             base_rows = json.loads((model_dir / "init_report.json").read_text())["base_vocab"]
             record["korean_by_occurrence"] = repeat_split(work / "model", korean, base_rows, threads)
+        write_record(records, record)
+
+
+class _Composer:
+    """r35: a new token's input row plus a learned function of its base pieces, shared by every new token: ``e_t +
+    sum_j D_j E[p_j]`` over the token's last ``depth`` pieces (``j = 0`` its last piece), ``E`` the base's frozen
+    input rows, the matrices ``D_j`` from zero. What the base tokenizer's pieces carry (a syllable's final consonant
+    in its last byte, which decides the ending or particle after it) then reaches every new token from what any new
+    token trains, where each row alone learns only from its own occurrences (r34's ``buckets``: (a) spends as much on
+    ``X-ㄹ 수`` after training as before it). Written by hand: no library composes embedding rows from sub-tokens
+    during training (FOCUS, WECHSEL and the like only initialise rows). Hooked into the training loop from outside
+    (its parameter group added to the stage's selection, the rows written into the embedding before the model is
+    saved), so the saved model is a plain one."""
+
+    def __init__(self, base_rows: torch.Tensor, pieces: list[list[int]], base: int, depth: int):
+        import torch
+
+        self.base, self.depth = base, depth
+        self.rows = torch.cat([base_rows.float(), torch.zeros(1, base_rows.shape[1])])  # the last row: no piece
+        index = torch.full((len(pieces), depth), base, dtype=torch.long)
+        for t, ids in enumerate(pieces):
+            for j, piece in enumerate(reversed(ids[-depth:])):
+                index[t, j] = piece
+        self.index = index
+        self.matrices = torch.nn.Parameter(torch.zeros(depth, base_rows.shape[1], base_rows.shape[1]))
+
+    def delta(self, new: torch.Tensor) -> torch.Tensor:
+        """The added part of the rows of new tokens ``new`` (row numbers from the first new row)."""
+        import torch
+
+        pieces = self.rows[self.index[new]]  # tokens x depth x hidden
+        return torch.einsum("tjd,jed->te", pieces, self.matrices)
+
+    def hook(self, module, inputs, output):
+        import torch
+
+        ids = inputs[0]
+        mask = ids >= self.base
+        if not bool(mask.any()):
+            return output
+        new, inverse = torch.unique(ids[mask] - self.base, return_inverse=True)
+        extra = torch.zeros_like(output)
+        extra[mask] = self.delta(new)[inverse].to(output.dtype)
+        return output + extra
+
+    def write_into(self, embedding: torch.Tensor) -> None:
+        import torch
+
+        with torch.no_grad():
+            for start in range(0, self.index.shape[0], 4096):
+                new = torch.arange(start, min(start + 4096, self.index.shape[0]))
+                embedding[self.base + new] += self.delta(new).to(embedding.dtype)
+
+
+def composer(
+    out: Path, model_dir: Path, bench_out: Path, tokens: int, share: float, threads: int, rates: list[float], depth: int
+) -> None:
+    """r35: the default one stage (``replay``'s ``one_stage``: every layer, every norm and the new input rows, a tenth
+    of the blocks English) with the new input rows composed from their pieces as well (:class:`_Composer`), its
+    matrices at each of ``rates``; the same tokens, text and scores as ``replay`` (its ``one_stage`` line is the
+    control). One line each in ``replay.jsonl``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import redwhale.train.loop as loop
+    from redwhale.config.schema import EvalSection
+    from redwhale.core.source import materialize, resolve
+    from redwhale.evaluate.run import evaluate
+    from redwhale.models.extend import new_token_strings
+    from redwhale.models.init import decompose
+    from redwhale.train.run import train_schedule
+
+    torch.set_num_threads(threads)
+    train, korean, english = texts(bench_out)
+    from bench_cpt import licence_english, one_stage_stages, replay_english  # texts() put bench/ on path
+
+    licences, pool = licence_english(), replay_english(50_000, 10_000)
+    base_dir = materialize(resolve(BASE), None)
+    base_tok, tokenizer = AutoTokenizer.from_pretrained(base_dir), AutoTokenizer.from_pretrained(model_dir)
+    base = len(base_tok)
+    pieces = decompose(base_tok.backend_tokenizer, new_token_strings(tokenizer, base))
+    start = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    base_rows = start.get_input_embeddings().weight[:base].detach().clone()
+    del start
+    records = out / "replay.jsonl"
+    done = recorded_names(records)
+    section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
+    one_stage = [dict(s, share=None, trainable=dict(s.trainable, lm_head="none")) for s in one_stage_stages()]
+    stages = [dict(one_stage[0], english_share=share)]
+    original_select, original_save = loop.select, loop.Trainer._save_model
+    for rate in rates:
+        name = f"one stage, English {share:g}, new input rows composed from their last {depth} pieces at {rate:g}"
+        if name in done:
+            continue
+        comp = _Composer(base_rows, pieces, base, depth)
+
+        def select(model, stage, base_rows_, comp=comp, rate=rate):
+            selection = original_select(model, stage, base_rows_)
+            if not getattr(model, "_composer_hooked", False):
+                model.get_input_embeddings().register_forward_hook(comp.hook)
+                object.__setattr__(model, "_composer_hooked", True)
+            selection.groups.append({"name": "composer", "params": [comp.matrices], "lr": rate, "weight_decay": 0.0})
+            return selection
+
+        def save(trainer, folder, summary, comp=comp):
+            comp.write_into(trainer.model.get_input_embeddings().weight)
+            trainer.model.get_input_embeddings()._forward_hooks.clear()
+            return original_save(trainer, folder, summary)
+
+        loop.select, loop.Trainer._save_model = select, save
+        try:
+            work = out / "replay" / f"composer-{depth}-{rate:g}"
+            started = time.perf_counter()
+            summary = train_schedule(model_dir, train, pool, train_section(stages, split_tokens(tokens, [1.0])), work)
+        finally:
+            loop.select, loop.Trainer._save_model = original_select, original_save
+        seconds = time.perf_counter() - started
+        result = score(work / "model", work / "eval.json", korean, english, base_dir)
+        record = {"experiment": "replay", "name": name, "model": str(model_dir), "tokens": tokens,
+                  "english_share": share, "train_seconds": round(seconds, 1), "composer_rate": rate,
+                  "composer_norm": round(float(comp.matrices.detach().norm()), 4),
+                  "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
+                  "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
+                  "licence_english_bpb": evaluate(str(work / "model"), work / "licences.json", [], licences, section,
+                                                  False)["english_bpb"],
+                  "korean_by_occurrence": repeat_split(work / "model", korean, base, threads)}  # fmt: skip
         write_record(records, record)
 
 
@@ -1509,7 +1765,7 @@ def table(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend",
-                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows", "speed", "head-only"])  # fmt: skip
+                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows", "speed", "head-only", "composer", "copying"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
@@ -1542,6 +1798,7 @@ def main() -> None:
             "one_stage_6e-4",
             "one_stage_new_0.003",
             "one_stage_new_0.01",
+            "one_stage_copy",
         ],
         default=["default", "all_layers"],
         help="replay: which schedules to run (the default's four stages; stage 1 then every layer; the same with "
@@ -1550,6 +1807,7 @@ def main() -> None:
         "new head rows trained too; r33: the head rows at their own rate; r34: the layers at 6e-4, the new input rows "
         "at 3e-3 / 1e-2)",
     )
+    parser.add_argument("--depth", type=int, default=4, help="composer: the pieces from a new token's end composed")
     parser.add_argument("--share", type=float, default=0.25, help="replay: the English share after stage 1")
     parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")
     parser.add_argument("--bench-out", type=Path, default=None, help="bench_cpt.py's --out: its corpus, disjoint text")
@@ -1585,6 +1843,11 @@ def main() -> None:
         return buckets(args.out, args.model[0], args.model[1], args.bench_out, args.threads)
     if args.what == "head-only":
         return head_only(args.out, args.model[0], args.bench_out, args.tokens, args.rates, args.threads)
+    if args.what == "copying":
+        return copying(args.out, args.model, args.bench_out, args.threads)
+    if args.what == "composer":
+        return composer(args.out, args.model[0], args.bench_out, args.tokens, args.share, args.threads, args.rates,
+                        args.depth)  # fmt: skip
     if args.what == "unmerge":
         return unmerge(args.out, args.model, args.bench_out, args.threads)
     if args.what == "speed":
