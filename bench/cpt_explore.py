@@ -56,15 +56,18 @@ trained alone, ``head-only``; the one stage with its layers at 6e-4, with its ne
 with a twentieth of its blocks English: ``replay --schedules one_stage_6e-4 one_stage_new_0.003 one_stage_new_0.01``,
 ``replay --share 0.05 --schedules one_stage``) in ``cpt_explore_r34.jsonl``. r35 (what copying from the document is
 worth to bench r33's and r34's arms, and whether the base's circuits copy a new token: ``copying``; the new input rows
-composed from their pieces as well, ``composer``; a tenth of the tokens spent on sequences written twice, ``replay
---schedules one_stage_copy``; ``rows`` ``tag-both:0.5`` again, for ``copying``) in ``cpt_explore_r35.jsonl``.
+composed from their pieces as well, ``composer``; a tenth of the tokens spent on sequences written twice, and the
+loss toward the document-cache mixture, ``replay --schedules one_stage_copy one_stage_cache_targets``; ``rows``
+``tag-both:0.5`` again, for ``copying``) in ``cpt_explore_r35.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import random
 import re
 import sys
 import time
@@ -1011,8 +1014,6 @@ def copying(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
 
     korean, _ = bench_heldout(prepared_corpus(bench_out))
     sizes = [len(text.encode("utf-8")) for text in korean]
-    import random
-
     rng, words = random.Random(1), [w for text in korean for w in text.split() if re.search("[\uac00-\ud7a3]", w)]
     # 32 words: written twice, under 1,024 tokens even with the base tokenizer's ~2 a character, so that every token of
     # the second time is scored with the whole first time in its window
@@ -1020,8 +1021,8 @@ def copying(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
     probes, halves = [f"{q}\n{q}" for q in sequences], [len(f"{q}\n".encode()) for q in sequences]
     for arm in arms:
         model = arm / "train" / "model" if (arm / "train" / "model").is_dir() else arm
-        base_rows = json.loads((model / "init_report.json").read_text())["base_vocab"] if (
-            model / "init_report.json").is_file() else None  # fmt: skip
+        report = model / "init_report.json"  # an extended model's; the base tokenizer's arm has none
+        base_rows = json.loads(report.read_text())["base_vocab"] if report.is_file() else None
         scored = _token_bits(model, korean, threads)
         by_length = []
         for low, high in LENGTHS:
@@ -1274,12 +1275,52 @@ def rows(out: Path, model_dir: Path, variants: list[str], bench_out: Path, threa
         write_record(out / "scores.jsonl", {"experiment": "rows", "model": str(folder), **similarity})
 
 
+@contextlib.contextmanager
+def cache_targets(unigram: float, bigram: float):
+    """r35: the training loop's loss replaced, while inside, by cross-entropy toward ``(1 - unigram - bigram)`` on the
+    true next token, ``unigram`` spread over the tokens of the block so far (by count) and ``bigram`` over the tokens
+    that followed the current token earlier in the block (its weight back on the true token where there are none):
+    at its optimum the model predicts :func:`_with_cache`'s mixture, which ``copying`` found best for (a). Written by
+    hand (a soft-target loss no library has); the model's own head over the whole vocabulary, not the fused loss, so
+    its steps are slower (a measurement at equal tokens)."""
+    import torch
+
+    import redwhale.train.loop as loop
+    from redwhale.train.loss import CausalLMLoss
+
+    class CacheTargetLoss(CausalLMLoss):
+        def forward(self, input_ids: torch.Tensor, **model_kwargs) -> torch.Tensor:
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            hidden = base.get_decoder()(input_ids=input_ids, **model_kwargs).last_hidden_state
+            logp = base.get_output_embeddings()(hidden[:, :-1]).float().log_softmax(-1)  # blocks x T-1 x vocabulary
+            x, n = input_ids, input_ids.shape[1] - 1
+            rows = torch.arange(n, device=x.device)
+            seen = (rows[None, :] <= rows[:, None]).float() / (rows[:, None] + 1)  # [i, j]: x[j] in the context of i
+            total = torch.zeros((), device=logp.device)
+            for b in range(x.shape[0]):
+                context = x[b, :n]
+                true = logp[b, rows, x[b, 1:]]
+                uni = (logp[b].gather(1, context[None, :].expand(n, n)) * seen).sum(1)
+                same = (context[None, :] == context[:, None]) & (rows[None, :] < rows[:, None])  # x[j] == x[i], j < i
+                count = same.sum(1)
+                followed = logp[b].gather(1, x[b, 1:][None, :].expand(n, n))  # [i, j]: log p_i(x[j + 1])
+                bi = (followed * same).sum(1) / count.clamp(min=1)
+                weight_bi = bigram * (count > 0)
+                total = total - ((1 - unigram - weight_bi) * true + unigram * uni + weight_bi * bi).mean()
+            return total / x.shape[0]
+
+    original = loop.CausalLMLoss
+    loop.CausalLMLoss = CacheTargetLoss
+    try:
+        yield
+    finally:
+        loop.CausalLMLoss = original
+
+
 def copy_documents(train: list[str], share: float, words: int = 64, seed: int = 0) -> list[str]:
     """Documents that teach copying (r35): ``words`` words (whitespace-separated, holding Hangul) drawn at random from
     ``train``, the sequence then written again, as many as make about ``share`` of the characters of ``train`` plus
     them."""
-    import random
-
     rng = random.Random(seed)
     pool = [w for text in train[:20_000] for w in text.split() if re.search("[\uac00-\ud7a3]", w)]
     target = share / (1 - share) * sum(len(t) for t in train)
@@ -1433,7 +1474,17 @@ def replay(
             one_stage,
             [1.0],
             share,
-        ),  # fmt: skip
+        ),
+        # r35: the one stage trained toward the document-cache mixture ``copying`` found best for (a) (0.1 on the
+        # tokens seen before in the block, 0.2 on those that followed the same previous token, the rest on the true
+        # next token; ``cache_targets``): every position teaches copying, not only those whose next token repeats
+        (
+            "one_stage_cache_targets",
+            f"one stage, English {share:g}, trained toward the cache mixture 0.1 and 0.2",
+            one_stage,
+            [1.0],
+            share,
+        ),
     ):
         if name in done or schedule_name not in schedules:
             continue
@@ -1444,7 +1495,9 @@ def replay(
         documents = [f"{t}\n\n{t}" if i % 4 == 0 else t for i, t in enumerate(train)] if "twice" in name else train
         if schedule_name == "one_stage_copy":
             documents = train + copy_documents(train, 0.1)
-        summary = train_schedule(model_dir, documents, pool, train_section(stages, split_tokens(tokens, shares)), work)
+        with cache_targets(0.1, 0.2) if schedule_name == "one_stage_cache_targets" else contextlib.nullcontext():
+            train_cfg = train_section(stages, split_tokens(tokens, shares))
+            summary = train_schedule(model_dir, documents, pool, train_cfg, work)
         seconds = time.perf_counter() - started
         result = score(work / "model", work / "eval.json", korean, english, base_dir)
         record = {"experiment": "replay", "name": name, "model": str(model_dir), "tokens": tokens,
@@ -1799,6 +1852,7 @@ def main() -> None:
             "one_stage_new_0.003",
             "one_stage_new_0.01",
             "one_stage_copy",
+            "one_stage_cache_targets",
         ],
         default=["default", "all_layers"],
         help="replay: which schedules to run (the default's four stages; stage 1 then every layer; the same with "
