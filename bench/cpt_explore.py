@@ -26,7 +26,6 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py speed --out DIR --model <(e)'s extend/model> --bench-out B --steps 12   # AdamW kernels
     python bench/cpt_explore.py head-only --out DIR --model <(a)'s arm> --bench-out B --tokens 40960   # head rows alone
     python bench/cpt_explore.py copying --out DIR --model <bench out>/budget-480/a <bench out>/budget-480/b --bench-out B
-    python bench/cpt_explore.py composer --out DIR --model M --bench-out B --tokens 151552 --share 0.1 --rates 1e-4
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
@@ -56,9 +55,9 @@ trained alone, ``head-only``; the one stage with its layers at 6e-4, with its ne
 with a twentieth of its blocks English: ``replay --schedules one_stage_6e-4 one_stage_new_0.003 one_stage_new_0.01``,
 ``replay --share 0.05 --schedules one_stage``) in ``cpt_explore_r34.jsonl``. r35 (what copying from the document is
 worth to bench r33's and r34's arms, and whether the base's circuits copy a new token: ``copying``; the new input rows
-composed from their pieces as well, ``composer``; a tenth of the tokens spent on sequences written twice, and the
-loss toward the document-cache mixture, ``replay --schedules one_stage_copy one_stage_cache_targets``; ``rows``
-``tag-both:0.5`` again, for ``copying``) in ``cpt_explore_r35.jsonl``.
+composed from their pieces as well, a tenth of the tokens spent on sequences written twice, and the loss toward the
+document-cache mixture: ``replay --schedules one_stage_composer_0.0001 one_stage_composer_0.0003 one_stage_copy
+one_stage_cache_targets``; ``rows`` ``tag-both:0.5`` again, for ``copying``) in ``cpt_explore_r35.jsonl``.
 """
 
 from __future__ import annotations
@@ -1464,7 +1463,7 @@ def replay(
             for rate in (3e-3, 1e-2)
         ),
         # r35: a tenth of the training tokens spent on copying: sequences of 64 words drawn at random from the training
-        # text, each written twice (copying_documents). (a) copies almost nothing of its document (``copying``: a
+        # text, each written twice (``copy_documents``). (a) copies almost nothing of its document (``copying``: a
         # cache of the document would bring r33's (a) from 1.851 to 1.781 at 480 s, (b)'s 1.783), and r32's quarter
         # of the documents written twice trained little of it (1.918): here every second half is copyable and nothing
         # else predicts it
@@ -1485,6 +1484,19 @@ def replay(
             [1.0],
             share,
         ),
+        # r35: each new input row plus a learned map of its last four pieces' base rows, shared by every new token
+        # (``composed_rows``): what a token's pieces carry (a syllable's final consonant, which decides the ending
+        # after it) then reaches every new token from what any of them trains
+        *(
+            (
+                f"one_stage_composer_{rate:g}",
+                f"one stage, English {share:g}, new input rows composed from their last 4 pieces at {rate:g}",
+                one_stage,
+                [1.0],
+                share,
+            )
+            for rate in (1e-4, 3e-4)
+        ),
     ):
         if name in done or schedule_name not in schedules:
             continue
@@ -1492,10 +1504,17 @@ def replay(
         stages = kept + [dict(s, english_share=replayed) for s in stages[len(kept) :]]
         work = out / "replay" / name.replace(" ", "-").replace(",", "")
         started = time.perf_counter()
-        documents = [f"{t}\n\n{t}" if i % 4 == 0 else t for i, t in enumerate(train)] if "twice" in name else train
+        documents = train
+        if schedule_name == "one_stage_twice":
+            documents = [f"{t}\n\n{t}" if i % 4 == 0 else t for i, t in enumerate(train)]
         if schedule_name == "one_stage_copy":
             documents = train + copy_documents(train, 0.1)
-        with cache_targets(0.1, 0.2) if schedule_name == "one_stage_cache_targets" else contextlib.nullcontext():
+        patched = contextlib.nullcontext()
+        if schedule_name == "one_stage_cache_targets":
+            patched = cache_targets(0.1, 0.2)
+        if schedule_name.startswith("one_stage_composer_"):
+            patched = composed_rows(model_dir, 4, float(schedule_name.rsplit("_", 1)[1]))
+        with patched as composer:
             train_cfg = train_section(stages, split_tokens(tokens, shares))
             summary = train_schedule(model_dir, documents, pool, train_cfg, work)
         seconds = time.perf_counter() - started
@@ -1505,6 +1524,9 @@ def replay(
                   "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
                   "licence_english_bpb": licence_bpb(work / "model", work.name)}  # fmt: skip
+        if isinstance(composer, _Composer):
+            record.update(composer_rate=float(schedule_name.rsplit("_", 1)[1]),
+                          composer_norm=round(float(composer.matrices.detach().norm()), 4))  # fmt: skip
         if schedule_name.startswith("one_stage"):  # r32: by first occurrence and repeat
             base_rows = json.loads((model_dir / "init_report.json").read_text())["base_vocab"]
             record["korean_by_occurrence"] = repeat_split(work / "model", korean, base_rows, threads)
@@ -1519,8 +1541,8 @@ class _Composer:
     token trains, where each row alone learns only from its own occurrences (r34's ``buckets``: (a) spends as much on
     ``X-ㄹ 수`` after training as before it). Written by hand: no library composes embedding rows from sub-tokens
     during training (FOCUS, WECHSEL and the like only initialise rows). Hooked into the training loop from outside
-    (its parameter group added to the stage's selection, the rows written into the embedding before the model is
-    saved), so the saved model is a plain one."""
+    (``composed_rows``: its parameter group added to the stage's selection, the rows written into the embedding before
+    the model is saved), so the saved model is a plain one."""
 
     def __init__(self, base_rows: torch.Tensor, pieces: list[list[int]], base: int, depth: int):
         import torch
@@ -1562,79 +1584,48 @@ class _Composer:
                 embedding[self.base + new] += self.delta(new).to(embedding.dtype)
 
 
-def composer(
-    out: Path, model_dir: Path, bench_out: Path, tokens: int, share: float, threads: int, rates: list[float], depth: int
-) -> None:
-    """r35: the default one stage (``replay``'s ``one_stage``: every layer, every norm and the new input rows, a tenth
-    of the blocks English) with the new input rows composed from their pieces as well (:class:`_Composer`), its
-    matrices at each of ``rates``; the same tokens, text and scores as ``replay`` (its ``one_stage`` line is the
-    control). One line each in ``replay.jsonl``."""
+@contextlib.contextmanager
+def composed_rows(model_dir: Path, depth: int, rate: float):
+    """r35: while inside, every training stage's new input rows are composed from their pieces as well
+    (:class:`_Composer`, its matrices an optimizer group of their own at ``rate``): the training loop's selection and
+    its model saving wrapped from outside (the rows written into the embedding before the save). Yields the composer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import redwhale.train.loop as loop
-    from redwhale.config.schema import EvalSection
     from redwhale.core.source import materialize, resolve
-    from redwhale.evaluate.run import evaluate
     from redwhale.models.extend import new_token_strings
     from redwhale.models.init import decompose
-    from redwhale.train.run import train_schedule
 
-    torch.set_num_threads(threads)
-    train, korean, english = texts(bench_out)
-    from bench_cpt import licence_english, one_stage_stages, replay_english  # texts() put bench/ on path
-
-    licences, pool = licence_english(), replay_english(50_000, 10_000)
-    base_dir = materialize(resolve(BASE), None)
-    base_tok, tokenizer = AutoTokenizer.from_pretrained(base_dir), AutoTokenizer.from_pretrained(model_dir)
+    base_tok, tokenizer = (
+        AutoTokenizer.from_pretrained(materialize(resolve(BASE), None)),
+        AutoTokenizer.from_pretrained(model_dir),
+    )
     base = len(base_tok)
     pieces = decompose(base_tok.backend_tokenizer, new_token_strings(tokenizer, base))
     start = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    base_rows = start.get_input_embeddings().weight[:base].detach().clone()
+    comp = _Composer(start.get_input_embeddings().weight[:base].detach().clone(), pieces, base, depth)
     del start
-    records = out / "replay.jsonl"
-    done = recorded_names(records)
-    section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
-    one_stage = [dict(s, share=None, trainable=dict(s.trainable, lm_head="none")) for s in one_stage_stages()]
-    stages = [dict(one_stage[0], english_share=share)]
     original_select, original_save = loop.select, loop.Trainer._save_model
-    for rate in rates:
-        name = f"one stage, English {share:g}, new input rows composed from their last {depth} pieces at {rate:g}"
-        if name in done:
-            continue
-        comp = _Composer(base_rows, pieces, base, depth)
 
-        def select(model, stage, base_rows_, comp=comp, rate=rate):
-            selection = original_select(model, stage, base_rows_)
-            if not getattr(model, "_composer_hooked", False):
-                model.get_input_embeddings().register_forward_hook(comp.hook)
-                object.__setattr__(model, "_composer_hooked", True)
-            selection.groups.append({"name": "composer", "params": [comp.matrices], "lr": rate, "weight_decay": 0.0})
-            return selection
+    def select(model, stage, base_rows):
+        selection = original_select(model, stage, base_rows)
+        if not getattr(model, "_composer_hooked", False):
+            model.get_input_embeddings().register_forward_hook(comp.hook)
+            object.__setattr__(model, "_composer_hooked", True)
+        selection.groups.append({"name": "composer", "params": [comp.matrices], "lr": rate, "weight_decay": 0.0})
+        return selection
 
-        def save(trainer, folder, summary, comp=comp):
-            comp.write_into(trainer.model.get_input_embeddings().weight)
-            trainer.model.get_input_embeddings()._forward_hooks.clear()
-            return original_save(trainer, folder, summary)
+    def save(trainer, folder, summary):
+        comp.write_into(trainer.model.get_input_embeddings().weight)
+        trainer.model.get_input_embeddings()._forward_hooks.clear()
+        return original_save(trainer, folder, summary)
 
-        loop.select, loop.Trainer._save_model = select, save
-        try:
-            work = out / "replay" / f"composer-{depth}-{rate:g}"
-            started = time.perf_counter()
-            summary = train_schedule(model_dir, train, pool, train_section(stages, split_tokens(tokens, [1.0])), work)
-        finally:
-            loop.select, loop.Trainer._save_model = original_select, original_save
-        seconds = time.perf_counter() - started
-        result = score(work / "model", work / "eval.json", korean, english, base_dir)
-        record = {"experiment": "replay", "name": name, "model": str(model_dir), "tokens": tokens,
-                  "english_share": share, "train_seconds": round(seconds, 1), "composer_rate": rate,
-                  "composer_norm": round(float(comp.matrices.detach().norm()), 4),
-                  "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
-                  "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
-                  "licence_english_bpb": evaluate(str(work / "model"), work / "licences.json", [], licences, section,
-                                                  False)["english_bpb"],
-                  "korean_by_occurrence": repeat_split(work / "model", korean, base, threads)}  # fmt: skip
-        write_record(records, record)
+    loop.select, loop.Trainer._save_model = select, save
+    try:
+        yield comp
+    finally:
+        loop.select, loop.Trainer._save_model = original_select, original_save
 
 
 def _aligned_pairs(offsets, base_offsets) -> tuple[list[int], list[int]]:
@@ -1818,7 +1809,7 @@ def table(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend",
-                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows", "speed", "head-only", "composer", "copying"])  # fmt: skip
+                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows", "speed", "head-only", "copying"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
@@ -1853,6 +1844,8 @@ def main() -> None:
             "one_stage_new_0.01",
             "one_stage_copy",
             "one_stage_cache_targets",
+            "one_stage_composer_0.0001",
+            "one_stage_composer_0.0003",
         ],
         default=["default", "all_layers"],
         help="replay: which schedules to run (the default's four stages; stage 1 then every layer; the same with "
@@ -1861,7 +1854,6 @@ def main() -> None:
         "new head rows trained too; r33: the head rows at their own rate; r34: the layers at 6e-4, the new input rows "
         "at 3e-3 / 1e-2)",
     )
-    parser.add_argument("--depth", type=int, default=4, help="composer: the pieces from a new token's end composed")
     parser.add_argument("--share", type=float, default=0.25, help="replay: the English share after stage 1")
     parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")
     parser.add_argument("--bench-out", type=Path, default=None, help="bench_cpt.py's --out: its corpus, disjoint text")
@@ -1899,9 +1891,6 @@ def main() -> None:
         return head_only(args.out, args.model[0], args.bench_out, args.tokens, args.rates, args.threads)
     if args.what == "copying":
         return copying(args.out, args.model, args.bench_out, args.threads)
-    if args.what == "composer":
-        return composer(args.out, args.model[0], args.bench_out, args.tokens, args.share, args.threads, args.rates,
-                        args.depth)  # fmt: skip
     if args.what == "unmerge":
         return unmerge(args.out, args.model, args.bench_out, args.threads)
     if args.what == "speed":
