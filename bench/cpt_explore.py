@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import random
@@ -88,6 +89,15 @@ SEQ, MICRO = 512, 2
 def recorded_names(path: Path) -> set[str]:
     """The names of the experiments already in the ``.jsonl`` at ``path`` (none if it is absent): those to skip."""
     return {json.loads(line)["name"] for line in path.read_text().splitlines()} if path.is_file() else set()
+
+
+def base_vocab(model_dir: Path, required: bool = True) -> int | None:
+    """The base model's vocabulary size an extended model's ``init_report.json`` records (where its new rows start);
+    a model without the report (the base tokenizer's) is an error, or None where not ``required``."""
+    report = model_dir / "init_report.json"
+    if not required and not report.is_file():
+        return None
+    return json.loads(report.read_text())["base_vocab"]
 
 
 def write_record(path: Path, record: dict, show: bool = True) -> None:
@@ -255,7 +265,7 @@ def _transformed(model_dir: Path, suffix: str, change) -> Path:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        change(model, json.loads((model_dir / "init_report.json").read_text())["base_vocab"])
+        change(model, base_vocab(model_dir))
         save_beside(model, target, model_dir)
     return target
 
@@ -534,8 +544,7 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
     torch.set_num_threads(threads)
     _, korean, english = texts(bench_out)
     base_dir = materialize(resolve(BASE), None)
-    report = model / "init_report.json"
-    base_rows = json.loads(report.read_text())["base_vocab"] if report.is_file() else None
+    base_rows = base_vocab(model, required=False)
     for weight in weights:
         merged = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
         rows = base_rows or merged.get_input_embeddings().weight.shape[0]
@@ -563,12 +572,12 @@ def score_models(out: Path, models: list[Path], bench_out: Path | None, threads:
     _, korean, english = texts(bench_out)
     base_dir = materialize(resolve(BASE), None)
     for model in models:
-        extended = (model / "init_report.json").is_file()
+        base_rows = base_vocab(model, required=False)
+        extended = base_rows is not None
         result = score(model, out / "scores" / f"{model.name}.json", korean, english, base_dir if extended else None)
         record = {"experiment": "score", "model": str(model), "korean_bpb": result["korean_bpb"],
                   "english_bpb": result["english_bpb"], "korean_tokens": result["data"]["korean_text"]["tokens"]}  # fmt: skip
         if extended:
-            base_rows = json.loads((model / "init_report.json").read_text())["base_vocab"]
             record["korean_by_occurrence"] = repeat_split(model, korean, base_rows, threads)
         write_record(out / "scores.jsonl", record)
 
@@ -667,7 +676,7 @@ def dead_mass(out: Path, model_dir: Path, bench_out: Path, threads: int) -> None
     train, korean, english = texts(bench_out)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    size = json.loads((model_dir / "init_report.json").read_text())["base_vocab"]
+    size = base_vocab(model_dir)
     used = (count_tokens(tokenizer, train[:3000]) > 0) | (count_tokens(tokenizer, english) > 0)
     dead = ~used[:size]
     bits = bits_renormalised = 0.0
@@ -756,7 +765,7 @@ def auto_further(out: Path, arm: Path, weights: list[float], bench_out: Path, th
     trained, start = arm / "train" / "model", arm / "extend" / "model"
     search = json.loads((trained / "training_summary.json").read_text())["merge_search"]
     applied = search["weight"]
-    base_rows = json.loads((start / "init_report.json").read_text())["base_vocab"]
+    base_rows = base_vocab(start)
     model = AutoModelForCausalLM.from_pretrained(trained, dtype=torch.float32)
     tokenizer = load_tokenizer(str(trained))
     check = heldout_after(python_docs_english(unit="paragraph"), EvalSection().english_chars,
@@ -807,7 +816,7 @@ def unmerge(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
         trained, start = arm / "train" / "model", arm / "extend" / "model"
         summary = json.loads((trained / "training_summary.json").read_text())
         weight = summary["merge_search"]["weight"]
-        base_rows = json.loads((start / "init_report.json").read_text())["base_vocab"]
+        base_rows = base_vocab(start)
         model = AutoModelForCausalLM.from_pretrained(trained, dtype=torch.float32)
         index = safetensors_index(start)
         rows = (model.get_input_embeddings().weight, model.get_output_embeddings().weight)
@@ -899,7 +908,7 @@ def buckets(out: Path, arm: Path, full: Path, bench_out: Path, threads: int) -> 
     prepared = prepared_corpus(bench_out)
     korean, _ = bench_heldout(prepared)
     trained_model = arm / "train" / "model"
-    base_rows = json.loads((arm / "extend" / "model" / "init_report.json").read_text())["base_vocab"]
+    base_rows = base_vocab(arm / "extend" / "model")
     summary = json.loads((trained_model / "training_summary.json").read_text())
     trained_tokens = sum(s["tokens"] for s in summary["stages"])
     tokenizer = load_tokenizer(str(trained_model))
@@ -996,6 +1005,12 @@ def _with_cache(ids: list[int], bits: list[float], unigram: float, bigram: float
     return total
 
 
+def hangul_words(texts: list[str]) -> list[str]:
+    """The whitespace-separated words of ``texts`` that hold a Hangul syllable (r35's sequences written twice are drawn
+    from them; ``redwhale.core.scripts``' Hangul also counts bare jamo such as ``ㅋㅋ``, which these leave out)."""
+    return [w for text in texts for w in text.split() if re.search("[\uac00-\ud7a3]", w)]
+
+
 def copying(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
     """r35: how much of (a)'s gap to full fine-tuning is copying from the document? For each finished bench_cpt arm
     (``--model`` its folders: ``budget-480/a``, ``budget-480/b``, ...), on bench_cpt's held-out Korean: its bits per
@@ -1013,15 +1028,14 @@ def copying(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
 
     korean, _ = bench_heldout(prepared_corpus(bench_out))
     sizes = [len(text.encode("utf-8")) for text in korean]
-    rng, words = random.Random(1), [w for text in korean for w in text.split() if re.search("[\uac00-\ud7a3]", w)]
+    rng, words = random.Random(1), hangul_words(korean)
     # 32 words: written twice, under 1,024 tokens even with the base tokenizer's ~2 a character, so that every token of
     # the second time is scored with the whole first time in its window
     sequences = [" ".join(rng.choice(words) for _ in range(32)) for _ in range(16)]
     probes, halves = [f"{q}\n{q}" for q in sequences], [len(f"{q}\n".encode()) for q in sequences]
     for arm in arms:
         model = arm / "train" / "model" if (arm / "train" / "model").is_dir() else arm
-        report = model / "init_report.json"  # an extended model's; the base tokenizer's arm has none
-        base_rows = json.loads(report.read_text())["base_vocab"] if report.is_file() else None
+        base_rows = base_vocab(model, required=False)  # none for the base tokenizer's arm
         scored = _token_bits(model, korean, threads)
         by_length = []
         for low, high in LENGTHS:
@@ -1045,8 +1059,8 @@ def copying(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
         # a sequence of 32 held-out words written twice: how much cheaper is the second time (the base's tokens, copied
         # by the base's induction heads, cost almost nothing the second time)
         first_half = second_half = 0.0
-        for (ids, pieces, bits), half in zip(_token_bits(model, probes, threads), halves, strict=True):
-            at = next(i for i in range(len(ids)) if len(b"".join(pieces[: i + 1])) > half)  # the token after the line
+        for (_, pieces, bits), half in zip(_token_bits(model, probes, threads), halves, strict=True):
+            at = next(i for i, end in enumerate(itertools.accumulate(map(len, pieces))) if end > half)  # past the line
             first_half, second_half = first_half + sum(bits[:at]), second_half + sum(bits[at:])
         probe_bytes = sum(halves)
         record = {"experiment": "copying", "arm": str(arm), "korean_bpb": sum(sum(d[2]) for d in scored) / sum(sizes),
@@ -1094,7 +1108,7 @@ def repeated(out: Path, model_dir: Path, bench_out: Path, stage_tokens: int, thr
     torch.set_num_threads(threads)
     train, korean, english = texts(bench_out)
     base_dir = materialize(resolve(BASE), None)
-    base_rows = json.loads((model_dir / "init_report.json").read_text())["base_vocab"]
+    base_rows = base_vocab(model_dir)
     stages = [dict(s, share=None) for s in default_stages()]
     records = out / "repeated.jsonl"
     done = recorded_names(records)
@@ -1145,7 +1159,7 @@ def head_only(out: Path, arm: Path, bench_out: Path, tokens: int, rates: list[fl
     train, korean, english = texts(bench_out)
     base_dir = materialize(resolve(BASE), None)
     start = arm / "train" / "model"
-    base_rows = json.loads((start / "init_report.json").read_text())["base_vocab"]
+    base_rows = base_vocab(start)
     records = out / "head_only.jsonl"
     done = recorded_names(records)
     if "as trained" not in done:
@@ -1321,7 +1335,7 @@ def copy_documents(train: list[str], share: float, words: int = 64, seed: int = 
     ``train``, the sequence then written again, as many as make about ``share`` of the characters of ``train`` plus
     them."""
     rng = random.Random(seed)
-    pool = [w for text in train[:20_000] for w in text.split() if re.search("[\uac00-\ud7a3]", w)]
+    pool = hangul_words(train[:20_000])
     target = share / (1 - share) * sum(len(t) for t in train)
     out, chars = [], 0
     while chars < target:
@@ -1509,11 +1523,12 @@ def replay(
             documents = [f"{t}\n\n{t}" if i % 4 == 0 else t for i, t in enumerate(train)]
         if schedule_name == "one_stage_copy":
             documents = train + copy_documents(train, 0.1)
-        patched = contextlib.nullcontext()
+        patched, composer_rate = contextlib.nullcontext(), None
         if schedule_name == "one_stage_cache_targets":
             patched = cache_targets(0.1, 0.2)
         if schedule_name.startswith("one_stage_composer_"):
-            patched = composed_rows(model_dir, 4, float(schedule_name.rsplit("_", 1)[1]))
+            composer_rate = float(schedule_name.rsplit("_", 1)[1])
+            patched = composed_rows(model_dir, 4, composer_rate)
         with patched as composer:
             train_cfg = train_section(stages, split_tokens(tokens, shares))
             summary = train_schedule(model_dir, documents, pool, train_cfg, work)
@@ -1524,11 +1539,10 @@ def replay(
                   "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
                   "licence_english_bpb": licence_bpb(work / "model", work.name)}  # fmt: skip
-        if isinstance(composer, _Composer):
-            record.update(composer_rate=float(schedule_name.rsplit("_", 1)[1]),
-                          composer_norm=round(float(composer.matrices.detach().norm()), 4))  # fmt: skip
+        if composer_rate is not None:
+            record.update(composer_rate=composer_rate, composer_norm=round(float(composer.matrices.detach().norm()), 4))
         if schedule_name.startswith("one_stage"):  # r32: by first occurrence and repeat
-            base_rows = json.loads((model_dir / "init_report.json").read_text())["base_vocab"]
+            base_rows = base_vocab(model_dir)
             record["korean_by_occurrence"] = repeat_split(work / "model", korean, base_rows, threads)
         write_record(records, record)
 
@@ -1547,7 +1561,7 @@ class _Composer:
     def __init__(self, base_rows: torch.Tensor, pieces: list[list[int]], base: int, depth: int):
         import torch
 
-        self.base, self.depth = base, depth
+        self.base = base
         self.rows = torch.cat([base_rows.float(), torch.zeros(1, base_rows.shape[1])])  # the last row: no piece
         index = torch.full((len(pieces), depth), base, dtype=torch.long)
         for t, ids in enumerate(pieces):
@@ -1852,7 +1866,8 @@ def main() -> None:
         "stage 1 on a tenth; every layer with the new input rows in one stage; stage 1 then every layer at 6e-4; "
         "every layer alone in one stage; r32: the one stage with a quarter of the documents written twice, or with the "
         "new head rows trained too; r33: the head rows at their own rate; r34: the layers at 6e-4, the new input rows "
-        "at 3e-3 / 1e-2)",
+        "at 3e-3 / 1e-2; r35: a tenth of the tokens on sequences written twice, the loss toward the document-cache "
+        "mixture, the new input rows composed from their pieces at 1e-4 / 3e-4)",
     )
     parser.add_argument("--share", type=float, default=0.25, help="replay: the English share after stage 1")
     parser.add_argument("--keep-model", action="store_true", help="keep each trained model (for merge experiments)")
