@@ -26,6 +26,7 @@ an experiment already there is skipped, so the grid can be interrupted and conti
     python bench/cpt_explore.py speed --out DIR --model <(e)'s extend/model> --bench-out B --steps 12   # AdamW kernels
     python bench/cpt_explore.py head-only --out DIR --model <(a)'s arm> --bench-out B --tokens 40960   # head rows alone
     python bench/cpt_explore.py copying --out DIR --model <bench out>/budget-480/a <bench out>/budget-480/b --bench-out B
+    python bench/cpt_explore.py spread --out DIR --model <bench out>/budget-480/a ... --bench-out B   # sharpness
 
 r15 (sizes on the pipeline's own models) and its merges are kept in ``bench/measured/cpt_explore_r15.jsonl``.
 r16 (80,000 new tokens, and 40,000 at 81,920 tokens beside it) in ``bench/measured/cpt_explore_r16.jsonl``.
@@ -57,7 +58,11 @@ with a twentieth of its blocks English: ``replay --schedules one_stage_6e-4 one_
 worth to bench r33's and r34's arms, and whether the base's circuits copy a new token: ``copying``; the new input rows
 composed from their pieces as well, a tenth of the tokens spent on sequences written twice, and the loss toward the
 document-cache mixture: ``replay --schedules one_stage_composer_0.0001 one_stage_composer_0.0003 one_stage_copy
-one_stage_cache_targets``; ``rows`` ``tag-both:0.5`` again, for ``copying``) in ``cpt_explore_r35.jsonl``.
+one_stage_cache_targets``; ``rows`` ``tag-both:0.5`` again, for ``copying``) in ``cpt_explore_r35.jsonl``. r36 (how
+sharp bench r33's arms predict, and their new output rows spread post hoc: ``spread``; the output rows 1.3x,
+``rows --variants head:1.3``, then trained by ``replay --schedules one_stage`` with ``--model`` that row variant: the
+replay line whose ``model`` is ``rows/head-1.3``) in ``cpt_explore_r36.jsonl``. Each round's findings:
+``bench/EXPERIMENTS.md``.
 """
 
 from __future__ import annotations
@@ -1072,6 +1077,75 @@ def copying(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
         write_record(out / "copying.jsonl", record)
 
 
+def spread(out: Path, models: list[Path], bench_out: Path, alphas: list[float], threads: int) -> None:
+    """r36: how sharp are a model's predictions on Korean, and do the new output rows' likeness limit them? For each
+    model (a bench arm's folder or a model folder), on the held-out Korean disjoint from the bench's, windowed as
+    :func:`redwhale.core.bpb.bits_per_byte` windows it: bits per byte; bits per token and the entropy of the predicted
+    distribution (bits per token); the mean probability of the top token; the probability on new tokens; and the
+    standard deviation of the logits across the new rows and across the base rows at each position (averaged). An
+    extended model's new output rows start alike (mean cosine 0.81, the base's 0.45), so their logits differ little
+    wherever the hidden state points; for such a model also its bits per byte with each new output row ``w`` replaced
+    by ``c + alpha (w - c)``, ``c`` the new rows' mean (``--alphas``; 1 is the model as it is): would a sharper
+    spread of the rows it has read better, post hoc? One line per model in ``spread.jsonl``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from redwhale.core.bpb import _windows, prefix_token_id
+    from redwhale.core.source import load_tokenizer
+
+    torch.set_num_threads(threads)
+    _, korean, _ = texts(bench_out)
+    size = sum(len(t.encode("utf-8")) for t in korean)
+    for arm in models:
+        model_dir = arm / "train" / "model" if (arm / "train" / "model").is_dir() else arm
+        base_rows = base_vocab(model_dir, required=False)
+        tokenizer = load_tokenizer(str(model_dir))
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        head = model.get_output_embeddings()
+        assert head.bias is None and not getattr(model.config, "logit_scale", None), "a plain linear head only"
+        weight = head.weight.detach()
+        hidden, targets = [], []
+        with torch.no_grad():  # the final hidden states of every scored position, once
+            for text in korean:
+                ids = [prefix_token_id(tokenizer), *tokenizer(text, add_special_tokens=False)["input_ids"]]
+                for w in _windows(ids, 1024, 512):
+                    states = model.model(input_ids=torch.tensor([w.ids])).last_hidden_state[0]
+                    hidden.append(states[w.score_from - 1 : -1])
+                    targets.append(torch.tensor(w.ids[w.score_from :]))
+        stats = dict.fromkeys(("bits", "entropy", "top1", "new_mass", "std_new", "std_base"), 0.0)
+        tokens = sum(len(t) for t in targets)
+        ln2 = math.log(2)
+        with torch.no_grad():
+            for h, y in zip(hidden, targets, strict=True):
+                logits = h @ weight.T
+                logp = torch.log_softmax(logits, -1)
+                p = logp.exp()
+                stats["bits"] += -logp.gather(1, y[:, None]).sum().item() / ln2
+                stats["entropy"] += -(p * logp).sum().item() / ln2
+                stats["top1"] += p.max(-1).values.sum().item()
+                stats["std_base"] += logits[:, : base_rows or weight.shape[0]].std(-1).sum().item()
+                if base_rows:
+                    stats["new_mass"] += p[:, base_rows:].sum().item()
+                    stats["std_new"] += logits[:, base_rows:].std(-1).sum().item()
+        record = {"experiment": "spread", "model": str(model_dir), "korean_bpb": stats["bits"] / size,
+                  "tokens": tokens, "bits_per_token": stats["bits"] / tokens, "entropy_bits": stats["entropy"] / tokens,
+                  "top1_probability": stats["top1"] / tokens, "logit_std_base_rows": stats["std_base"] / tokens}  # fmt: skip
+        if base_rows:
+            rows_new = weight[base_rows:]
+            centre = rows_new.mean(0)
+            by_alpha = {}
+            with torch.no_grad():
+                for alpha in alphas:
+                    scaled = weight.clone()
+                    scaled[base_rows:] = centre + alpha * (rows_new - centre)
+                    bits = sum(torch.nn.functional.cross_entropy(h @ scaled.T, y, reduction="sum").item()
+                               for h, y in zip(hidden, targets, strict=True))  # fmt: skip
+                    by_alpha[f"{alpha:g}"] = bits / ln2 / size
+            record.update(new_probability=stats["new_mass"] / tokens, logit_std_new_rows=stats["std_new"] / tokens,
+                          bpb_by_alpha=by_alpha, **_row_similarity(model_dir, base_rows))  # fmt: skip
+        write_record(out / "spread.jsonl", record)
+
+
 def repeat_split(model_dir: Path, texts: list[str], base_rows: int, threads: int) -> dict[str, float]:
     """Bits per byte of ``model_dir`` on ``texts`` by whether each token occurred earlier in its document (a repeat,
     which a model can copy from context) and whether it is new (id >= ``base_rows``); "all" is the model's bpb."""
@@ -1823,7 +1897,7 @@ def table(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["prepare", "probe", "run", "table", "merge", "pipeline", "score", "extend",
-                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows", "speed", "head-only", "copying"])  # fmt: skip
+                                         "head-init", "dead-mass", "english-noise", "auto-further", "distill", "unmerge", "buckets", "repeated", "replay", "rows", "speed", "head-only", "copying", "spread"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grid", default="r1")
     parser.add_argument("--tokens", type=int, default=65_536)
@@ -1835,6 +1909,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8000, help="pipeline: the tokenizer size (tokens)")
     parser.add_argument("--steps", type=int, default=40, help="distill: documents (one a step); speed: steps an arm")
     parser.add_argument("--lr", type=float, default=3e-3, help="distill: the new input rows' rate")
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.8, 1.0, 1.25, 1.5], help="spread: row scales")
     parser.add_argument("--rates", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2], help="head-only: the rates")
     parser.add_argument("--variants", nargs="+", default=["idf-in:0.5", "idf-in:1", "idf-both:1", "head:1", "head:base"],
                         help="rows: which variants of --model (see rows)")  # fmt: skip
@@ -1906,6 +1981,8 @@ def main() -> None:
         return head_only(args.out, args.model[0], args.bench_out, args.tokens, args.rates, args.threads)
     if args.what == "copying":
         return copying(args.out, args.model, args.bench_out, args.threads)
+    if args.what == "spread":
+        return spread(args.out, args.model, args.bench_out, args.alphas, args.threads)
     if args.what == "unmerge":
         return unmerge(args.out, args.model, args.bench_out, args.threads)
     if args.what == "speed":
