@@ -397,7 +397,7 @@ class StageSection(Section):
 # training); full fine-tuning of the base 1.845, +21.1%, and the same merged halfway back (merge_with_base 0.5) 1.941,
 # +2.4%. At these token counts full fine-tuning merged back beats the default on both scores, and the 80k model
 # trained in full does not learn more Korean than its default schedule: the larger vocabulary's slower steps and
-# untrained rows cost more than the schedule. Not changed yet (see the README's known limits).
+# untrained rows cost more than the schedule. Not changed yet (see bench/EXPERIMENTS.md).
 # r19 (cpt_explore_r19.jsonl, the same text): no vocabulary size or rate tried pays at these budgets. A 2,000-size
 # tokenizer (1,720 new tokens, 655 tokens per 1,000 Korean characters) trained in full, 225,280 tokens in 463 s:
 # 2.062 (untrained: 2.785, worse than the base's 2.536, as the base's pieces of each syllable go unused); the 80k
