@@ -1909,7 +1909,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8000, help="pipeline: the tokenizer size (tokens)")
     parser.add_argument("--steps", type=int, default=40, help="distill: documents (one a step); speed: steps an arm")
     parser.add_argument("--lr", type=float, default=3e-3, help="distill: the new input rows' rate")
-    parser.add_argument("--alphas", type=float, nargs="+", default=[0.8, 1.0, 1.25, 1.5], help="spread: row scales")
+    parser.add_argument(
+        "--alphas", type=float, nargs="+", default=[0.8, 1.0, 1.1, 1.25, 1.5], help="spread: row scales"
+    )
     parser.add_argument("--rates", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2], help="head-only: the rates")
     parser.add_argument("--variants", nargs="+", default=["idf-in:0.5", "idf-in:1", "idf-both:1", "head:1", "head:base"],
                         help="rows: which variants of --model (see rows)")  # fmt: skip
