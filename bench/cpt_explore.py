@@ -105,6 +105,12 @@ def base_vocab(model_dir: Path, required: bool = True) -> int | None:
     return json.loads(report.read_text())["base_vocab"]
 
 
+def arm_model(arm: Path) -> Path:
+    """The trained model of a finished bench_cpt arm's folder (``budget-480/a``), or ``arm`` itself if it is a model
+    folder (an extension untrained, a ``replay`` run's model)."""
+    return arm / "train" / "model" if (arm / "train" / "model").is_dir() else arm
+
+
 def write_record(path: Path, record: dict, show: bool = True) -> None:
     """One experiment's line appended to its ``.jsonl`` (and printed, unless ``show`` is false)."""
     with path.open("a") as handle:
@@ -1039,7 +1045,7 @@ def copying(out: Path, arms: list[Path], bench_out: Path, threads: int) -> None:
     sequences = [" ".join(rng.choice(words) for _ in range(32)) for _ in range(16)]
     probes, halves = [f"{q}\n{q}" for q in sequences], [len(f"{q}\n".encode()) for q in sequences]
     for arm in arms:
-        model = arm / "train" / "model" if (arm / "train" / "model").is_dir() else arm
+        model = arm_model(arm)
         base_rows = base_vocab(model, required=False)  # none for the base tokenizer's arm
         scored = _token_bits(model, korean, threads)
         by_length = []
@@ -1090,30 +1096,27 @@ def spread(out: Path, models: list[Path], bench_out: Path, alphas: list[float], 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from redwhale.core.bpb import _windows, prefix_token_id
+    from redwhale.core.bpb import backbone, document_windows
     from redwhale.core.source import load_tokenizer
 
     torch.set_num_threads(threads)
     _, korean, _ = texts(bench_out)
-    size = sum(len(t.encode("utf-8")) for t in korean)
     for arm in models:
-        model_dir = arm / "train" / "model" if (arm / "train" / "model").is_dir() else arm
+        model_dir = arm_model(arm)
         base_rows = base_vocab(model_dir, required=False)
         tokenizer = load_tokenizer(str(model_dir))
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         head = model.get_output_embeddings()
         assert head.bias is None and not getattr(model.config, "logit_scale", None), "a plain linear head only"
         weight = head.weight.detach()
+        windows, size, tokens = document_windows(tokenizer, korean, 1024, 512)  # as bits_per_byte windows them
         hidden, targets = [], []
         with torch.no_grad():  # the final hidden states of every scored position, once
-            for text in korean:
-                ids = [prefix_token_id(tokenizer), *tokenizer(text, add_special_tokens=False)["input_ids"]]
-                for w in _windows(ids, 1024, 512):
-                    states = model.model(input_ids=torch.tensor([w.ids])).last_hidden_state[0]
-                    hidden.append(states[w.score_from - 1 : -1])
-                    targets.append(torch.tensor(w.ids[w.score_from :]))
+            for w in windows:
+                states = backbone(model)(input_ids=torch.tensor([w.ids])).last_hidden_state[0]
+                hidden.append(states[w.score_from - 1 : -1])
+                targets.append(torch.tensor(w.ids[w.score_from :]))
         stats = dict.fromkeys(("bits", "entropy", "top1", "new_mass", "std_new", "std_base"), 0.0)
-        tokens = sum(len(t) for t in targets)
         ln2 = math.log(2)
         with torch.no_grad():
             for h, y in zip(hidden, targets, strict=True):
