@@ -544,16 +544,23 @@ def save_beside(model, work: Path, like: Path) -> None:
 def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: Path | None, threads: int) -> None:
     """A trained model (a run's model kept with ``--keep-model``, or a bench_cpt arm's) merged back toward ``start``
     (the model its training began from) at each weight with ``train.merge_with_base``'s own code, scored on the held-out
-    text of ``run``; one line each in ``merge.jsonl``."""
+    text of ``run`` and on bench_cpt's licence English (another domain than the replayed reference: r37 found (a)'s
+    drifting past 3% at 1920 s); one line each in ``merge.jsonl``."""
 
     import torch
     from transformers import AutoModelForCausalLM
 
+    from redwhale.config.schema import EvalSection
     from redwhale.core.source import materialize, resolve
+    from redwhale.evaluate.run import evaluate
     from redwhale.train.merge import merge_with_start
 
     torch.set_num_threads(threads)
     _, korean, english = texts(bench_out)
+    from bench_cpt import licence_english  # texts() put bench/ on the path
+
+    licences = licence_english()
+    section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
     base_dir = materialize(resolve(BASE), None)
     base_rows = base_vocab(model, required=False)
     for weight in weights:
@@ -566,6 +573,10 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
         result = score(work, work / "eval.json", korean, english, base_dir if base_rows else None)
         record = {"model": str(model), "start": str(start), "merge_with_base": weight,
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}  # fmt: skip
+        if licences:
+            record["licence_english_bpb"] = evaluate(str(work), work / "licences.json", [], licences, section, False)[
+                "english_bpb"
+            ]
         write_record(out / "merge.jsonl", record)
         for path in work.glob("*.safetensors"):
             path.unlink()
