@@ -509,6 +509,32 @@ def test_replay_without_english_inputs_is_the_python_reference_outside_what_meas
     assert sum(map(len, replay)) > 100_000 and "Python reference" in caplog.text
 
 
+def test_english_check_inputs_measure_forgetting_and_are_never_replayed(tmp_path):
+    """english.check_inputs: evaluation scores them and merge_with_base: auto checks the documents after those, and no
+    replay holds one of them, even where the same file is also an English input."""
+    from redwhale.config.schema import CorpusInput, EnglishSection
+    from redwhale.recipe.phases import english_check, english_heldout, english_replay
+
+    other = tmp_path / "licences.txt"
+    other.write_text("\n".join(f"Licence paragraph {i}: permission is granted to copy it." for i in range(400)))
+    replayed = tmp_path / "mine.txt"
+    replayed.write_text("\n".join(f"Replayed line {i} of my English." for i in range(400)))
+    check_input = CorpusInput(path=str(other), format="text")
+    english = EnglishSection(check_inputs=[check_input], text_unit="line")
+    scored, check = english_heldout(english, 4_000, 0), english_check(english, 4_000, 2_000, 0)
+    assert scored and check and all(t.startswith("Licence") for t in scored + check)
+    assert not set(scored) & set(check) and sum(map(len, check)) >= 1_500
+    assert english_heldout(EnglishSection(), 4_000, 0) != scored  # not the Python reference
+    both = EnglishSection(
+        inputs=[CorpusInput(path=str(replayed), format="text"), check_input],
+        check_inputs=[check_input],
+        text_unit="line",
+    )
+    replay = list(english_replay(both, 0))
+    assert any(t.startswith("Replayed") for t in replay) and not any(t.startswith("Licence") for t in replay)
+    assert not set(english_replay(english, 0, held_chars=6_000)) & set(scored + check)  # the reference, replayed
+
+
 def test_the_default_schedule_trains_every_layer_with_replay_where_it_fits_and_keeps_its_choice(
     tmp_path, extended_tied_dir
 ):

@@ -99,7 +99,10 @@ def korean_heldout(prepared: PreparedCorpus, max_chars: int, seed: int) -> list[
 
 
 def english_heldout(english: EnglishSection, max_chars: int, seed: int) -> list[str]:
-    """English for measuring forgetting: the held-out part of the English inputs, else the Python reference."""
+    """English for measuring forgetting: ``english.check_inputs``, else the held-out part of the English inputs, else
+    the Python reference."""
+    if english.check_inputs:
+        return heldout_sample(_check_texts(english), max_chars, seed, heldout_only=False)
     if english.inputs:
         texts = read_texts(english.inputs, english.text_unit)
         return heldout_sample(texts, max_chars, seed, english.heldout_fraction, heldout_only=True)
@@ -112,10 +115,20 @@ def english_check(english: EnglishSection, scored_chars: int, chars: int, seed: 
     """English for ``train.merge_with_base: auto`` to choose its weight on: the held-out documents that come after the
     ``scored_chars`` :func:`english_heldout` gives evaluation (the same shuffled sample, further on), so that the text
     the weight is chosen on is never the text forgetting is reported on. English inputs whose held-out part is all
-    scored leave it to the Python reference (with a warning)."""
+    scored leave it to the Python reference (with a warning). ``english.check_inputs``, when given, stand for the
+    held-out part."""
     from redwhale.corpus.bundled import python_docs_english
 
-    if english.inputs:
+    if english.check_inputs:
+        check = heldout_after(_check_texts(english), scored_chars, chars, seed, heldout_only=False)
+        if check:
+            return check
+        log.warning(
+            "train.merge_with_base auto: english.check_inputs hold no text beyond the %s characters evaluation scores; "
+            "choosing the weight on the Python reference's English instead (more check text keeps it on yours)",
+            f"{scored_chars:,}",
+        )
+    elif english.inputs:
         texts = read_texts(english.inputs, english.text_unit)
         check = heldout_after(texts, scored_chars, chars, seed, english.heldout_fraction, heldout_only=True)
         if check:
@@ -135,23 +148,33 @@ def english_replay(english: EnglishSection, seed: int, held_chars: int = 0) -> I
     ``held_chars`` > 0 (:func:`english_held_chars`: a stage asks for replay) replays the Python reference shipped with
     CPython, all but its first ``held_chars`` characters in the shuffled order that the English measuring forgetting
     and ``merge_with_base: auto``'s check text are taken from (:func:`english_heldout`, :func:`english_check`)."""
+    checked = set(_check_texts(english))  # english.check_inputs: measure forgetting, never replayed
     if english.inputs:
-        return training_texts(read_texts(english.inputs, english.text_unit), seed, english.heldout_fraction)
+        replayed = training_texts(read_texts(english.inputs, english.text_unit), seed, english.heldout_fraction)
+        return (t for t in replayed if t not in checked) if checked else replayed
     if held_chars <= 0:
         return None
     from redwhale.corpus.bundled import python_docs_english
 
     docs = list(python_docs_english(unit="paragraph"))
     held = set(heldout_sample(docs, held_chars, seed, heldout_only=False))
-    kept = [d for d in docs if d not in held]  # a paragraph repeated in the reference goes wherever one copy went
+    kept = [d for d in docs if d not in held and d not in checked]  # a repeated paragraph goes where one copy went
     log.warning(
         "no english.inputs: stages that replay English (english_share; train.schedule every_layer, which auto takes "
         "when it fits) replay the Python reference shipped with CPython (%d documents, none of those that measure "
-        "forgetting). Forgetting is then measured on the same kind of text they replay: give english.inputs to "
-        "replay and measure your own English",
+        "forgetting).%s",
         len(kept),
+        ""
+        if english.check_inputs
+        else " Forgetting is then measured on the same kind of text they replay, which replay holds best: give "
+        "english.check_inputs (English of another kind) to measure it, english.inputs to replay your own",
     )
     return iter(kept)
+
+
+def _check_texts(english: EnglishSection) -> list[str]:
+    """The documents of ``english.check_inputs`` (none when it is not set)."""
+    return list(read_texts(english.check_inputs, english.text_unit)) if english.check_inputs else []
 
 
 # ----------------------------------------------------------------------------------------------------------- derived
