@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,47 +98,44 @@ def korean_heldout(prepared: PreparedCorpus, max_chars: int, seed: int) -> list[
     return sample
 
 
+def _forgetting_english(english: EnglishSection) -> tuple[Iterable[str], dict[str, Any], str | None]:
+    """Where forgetting is measured: the texts, how :func:`heldout_sample` / :func:`heldout_after` split them, and the
+    field that gave them (``None`` for the Python reference): ``english.check_inputs`` whole, else the held-out part
+    of ``english.inputs``, else the Python reference."""
+    if english.check_inputs:
+        return _check_texts(english), {"heldout_only": False}, "english.check_inputs"
+    if english.inputs:
+        split = {"fraction": english.heldout_fraction, "heldout_only": True}
+        return read_texts(english.inputs, english.text_unit), split, "english.inputs"
+    from redwhale.corpus.bundled import python_docs_english
+
+    return python_docs_english(unit="paragraph"), {"heldout_only": False}, None
+
+
 def english_heldout(english: EnglishSection, max_chars: int, seed: int) -> list[str]:
     """English for measuring forgetting: ``english.check_inputs``, else the held-out part of the English inputs, else
     the Python reference."""
-    if english.check_inputs:
-        return heldout_sample(_check_texts(english), max_chars, seed, heldout_only=False)
-    if english.inputs:
-        texts = read_texts(english.inputs, english.text_unit)
-        return heldout_sample(texts, max_chars, seed, english.heldout_fraction, heldout_only=True)
-    from redwhale.corpus.bundled import python_docs_english
-
-    return heldout_sample(python_docs_english(unit="paragraph"), max_chars, seed, heldout_only=False)
+    texts, split, _ = _forgetting_english(english)
+    return heldout_sample(texts, max_chars, seed, **split)
 
 
 def english_check(english: EnglishSection, scored_chars: int, chars: int, seed: int) -> list[str]:
-    """English for ``train.merge_with_base: auto`` to choose its weight on: the held-out documents that come after the
-    ``scored_chars`` :func:`english_heldout` gives evaluation (the same shuffled sample, further on), so that the text
-    the weight is chosen on is never the text forgetting is reported on. English inputs whose held-out part is all
-    scored leave it to the Python reference (with a warning). ``english.check_inputs``, when given, stand for the
-    held-out part."""
+    """English for ``train.merge_with_base: auto`` to choose its weight on: the documents of :func:`english_heldout`'s
+    source that come after the ``scored_chars`` it gives evaluation (the same shuffled sample, further on), so that the
+    text the weight is chosen on is never the text forgetting is reported on. English inputs (or check inputs) whose
+    text is all scored leave it to the Python reference (with a warning)."""
+    texts, split, field = _forgetting_english(english)
+    check = heldout_after(texts, scored_chars, chars, seed, **split)
+    if check or field is None:
+        return check
+    log.warning(
+        "train.merge_with_base auto: %s hold no held-out text beyond the %s characters evaluation scores; choosing "
+        "the weight on the Python reference's English instead (more English text%s keeps it on yours)",
+        field,
+        f"{scored_chars:,}",
+        ", or a larger english.heldout_fraction," if field == "english.inputs" else "",
+    )
     from redwhale.corpus.bundled import python_docs_english
-
-    if english.check_inputs:
-        check = heldout_after(_check_texts(english), scored_chars, chars, seed, heldout_only=False)
-        if check:
-            return check
-        log.warning(
-            "train.merge_with_base auto: english.check_inputs hold no text beyond the %s characters evaluation scores; "
-            "choosing the weight on the Python reference's English instead (more check text keeps it on yours)",
-            f"{scored_chars:,}",
-        )
-    elif english.inputs:
-        texts = read_texts(english.inputs, english.text_unit)
-        check = heldout_after(texts, scored_chars, chars, seed, english.heldout_fraction, heldout_only=True)
-        if check:
-            return check
-        log.warning(
-            "train.merge_with_base auto: the English inputs hold no held-out text beyond the %s characters evaluation "
-            "scores; choosing the weight on the Python reference's English instead (more English text, or a "
-            "larger english.heldout_fraction, keeps it on yours)",
-            f"{scored_chars:,}",
-        )
 
     return heldout_after(python_docs_english(unit="paragraph"), scored_chars, chars, seed, heldout_only=False)
 
