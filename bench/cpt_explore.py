@@ -119,6 +119,16 @@ def write_record(path: Path, record: dict, show: bool = True) -> None:
         print(json.dumps(record), flush=True)
 
 
+def licence_bpb(model: Path, result: Path, licences: list[str]) -> float:
+    """``model``'s English bits per byte on bench_cpt's licence English (``licences``: ``licence_english()``), another
+    domain than the replayed reference; the evaluation's JSON at ``result``."""
+    from redwhale.config.schema import EvalSection
+    from redwhale.evaluate.run import evaluate
+
+    section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
+    return evaluate(str(model), result, [], licences, section, False)["english_bpb"]
+
+
 def bench_heldout(prepared) -> tuple[list[str], list[str]]:
     """The held-out Korean and English bench_cpt.py scores with its defaults (``--korean-chars``, ``--english-chars``),
     from its prepared corpus."""
@@ -550,9 +560,7 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from redwhale.config.schema import EvalSection
     from redwhale.core.source import materialize, resolve
-    from redwhale.evaluate.run import evaluate
     from redwhale.train.merge import merge_with_start
 
     torch.set_num_threads(threads)
@@ -560,7 +568,6 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
     from bench_cpt import licence_english  # texts() put bench/ on the path
 
     licences = licence_english()
-    section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
     base_dir = materialize(resolve(BASE), None)
     base_rows = base_vocab(model, required=False)
     for weight in weights:
@@ -574,9 +581,7 @@ def merge(out: Path, model: Path, start: Path, weights: list[float], bench_out: 
         record = {"model": str(model), "start": str(start), "merge_with_base": weight,
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"]}  # fmt: skip
         if licences:
-            record["licence_english_bpb"] = evaluate(str(work), work / "licences.json", [], licences, section, False)[
-                "english_bpb"
-            ]
+            record["licence_english_bpb"] = licence_bpb(work, work / "licences.json", licences)
         write_record(out / "merge.jsonl", record)
         for path in work.glob("*.safetensors"):
             path.unlink()
@@ -1444,9 +1449,8 @@ def replay(
     English, and licence English (another domain, ``bench_cpt.licence_english``); one line each in ``replay.jsonl``."""
     import torch
 
-    from redwhale.config.schema import EvalSection, default_stages
+    from redwhale.config.schema import default_stages
     from redwhale.core.source import materialize, resolve
-    from redwhale.evaluate.run import evaluate
     from redwhale.train.run import train_schedule
 
     torch.set_num_threads(threads)
@@ -1460,19 +1464,17 @@ def replay(
     base_dir = materialize(resolve(BASE), None)
     records = out / "replay.jsonl"
     done = recorded_names(records)
-    section = EvalSection(benchmarks="off", korean_prompts=[], english_prompts=[])
 
-    def licence_bpb(model: Path, name: str) -> float:
-        folder = out / "replay" / name
-        return evaluate(str(model), folder / "licences.json", [], licences, section, False)["english_bpb"]
+    def licence_at(model: Path, name: str) -> float:
+        return licence_bpb(model, out / "replay" / name / "licences.json", licences)
 
     if "base" not in done:
         write_record(
-            records, {"experiment": "replay", "name": "base", "licence_english_bpb": licence_bpb(base_dir, "base")}
+            records, {"experiment": "replay", "name": "base", "licence_english_bpb": licence_at(base_dir, "base")}
         )
     if "the extension, untrained" not in done:
         write_record(records, {"experiment": "replay", "name": "the extension, untrained",
-                               "licence_english_bpb": licence_bpb(model_dir, "untrained")})  # fmt: skip
+                               "licence_english_bpb": licence_at(model_dir, "untrained")})  # fmt: skip
     paper = [dict(s, share=None) for s in default_stages()]
     every_layer = [dict(s, share=None) for s in replay_stages()]  # bench_cpt's arm (d); its english_share set below
     first, layers = every_layer
@@ -1626,7 +1628,7 @@ def replay(
                   "english_share": replayed, "train_seconds": round(seconds, 1),
                   "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
                   "korean_bpb": result["korean_bpb"], "english_bpb": result["english_bpb"],
-                  "licence_english_bpb": licence_bpb(work / "model", work.name)}  # fmt: skip
+                  "licence_english_bpb": licence_at(work / "model", work.name)}  # fmt: skip
         if composer_rate is not None:
             record.update(composer_rate=composer_rate, composer_norm=round(float(composer.matrices.detach().norm()), 4))
         if schedule_name.startswith("one_stage"):  # r32: by first occurrence and repeat
