@@ -31,7 +31,6 @@ auto`` for ``--planned-tokens``, what (a) planned at 480 s in bench r33, which c
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -39,6 +38,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from redwhale.core.io import atomic_write_json, atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 BASE = "smollm2-135m"
@@ -93,7 +94,7 @@ def extended_model(out: Path, planned: int) -> Path:
         return Path(done.read_text().strip())
     model, adapted, seconds = bench_cpt.adapt("a", TokenizerSection(), planned, bench_cpt.prepared_corpus(out), target)
     print(f"extended: {adapted.added_tokens:,} tokens added in {seconds:.0f} s", flush=True)
-    done.write_text(str(model))
+    atomic_write_text(done, str(model))
     return Path(model)
 
 
@@ -187,7 +188,7 @@ def main() -> None:
         "rows": rows, "adapted_over_base": ratios,
     }  # fmt: skip
     args.record.parent.mkdir(parents=True, exist_ok=True)
-    args.record.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_json(args.record, record)
     print(f"\n{dtype}, {torch.get_num_threads()} threads, {malloc}; the same {read_chars:,} held-out Korean characters "
           f"read in {len(pieces)} passes of <= {chunk_chars} characters, {write_chars:,} written in {len(heads)} documents")  # fmt: skip
     print(f"{'model':<10}{'vocab':>9}{'head rows':>11}{'tok/1k ch':>11}{'read ch/s':>11}{'write ch/s':>12}"
