@@ -30,11 +30,14 @@ held-out split, 15,000 characters) and English (CPython's reference, 20,000 char
     extended model's before its training (``extended_untrained``).
 
 Wall clock counts everything an arm does to produce its model: the tokenizer and extend phases, tokenising the
-training text and training. The training tokens of each arm are set from its stages' tokens/s, measured on its own
-model in a short probe (6 steps per stage, the median of the last 5; not counted; it also pays for ``merge_with_base:
-auto``'s longest search, which the run's seconds outside its steps then reserve), so that the arm ends near the
-budget; the table prints the wall clock each arm actually used and names any arm more than 5% off its budget (the
-machine's speed drifts; a 3-step probe once planned arms from 18% short to 11% over), which ``--arms`` reruns.
+training text and training. Each arm trains until what is left of its budget is spent (``train.seconds``, since
+r39): a short probe on its own model (6 steps per stage, not counted) measures the seconds a run spends outside its
+steps (loading, saving, ``merge_with_base: auto``'s reference and first English measurement, where every (a) and (c)
+since r11 stopped), which the cap leaves them, and its tokens/s, from which the stages' tokens are planned (twice the
+plan is the cap's headroom; a stage's part of the seconds is its tokens' share). Until r38 the probe's tokens were
+the plan itself and its reserve auto's longest search: the machine's speed drift put arms from 18% short to 11% over
+their budgets, and the reserve left redwhale's arms ~10% short where full fine-tuning had none. The table prints the
+wall clock each arm actually used and names any arm more than 5% off its budget, which ``--arms`` reruns.
 (a) plans its vocabulary for the training tokens (c) trained (run first, the same schedule after the same phases), as
 a user's ``train.tokens`` would; a larger vocabulary then trains fewer tokens in the same seconds (slower steps).
 Scores are bits per byte (comparable across tokenizers) and each model's tokens per 1,000 Korean characters of the
@@ -111,6 +114,7 @@ WALL_TOLERANCE = 0.05  # an arm whose wall clock is further than this from the b
 SEED = 0  # the seed of every phase (tokenizer sampling, extend, data order, LoRA init); --seed sets it
 FIRST_SHARE = 0.5  # (f): the budget's share its first stage (full fine-tuning on the base tokenizer) gets
 PROBE_STEPS = 6  # the median of the 5 after the first: 3 (a median of 2) planned one arm 21% short of its budget
+TOKEN_HEADROOM = 2  # an arm's tokens cap at this times its probe's plan; train.seconds ends it (r39)
 ARMS = {
     "a": "(a) redwhale defaults",
     "b": "(b) full fine-tuning, base tokenizer",
@@ -196,14 +200,25 @@ def full_stage(tokens: int) -> StageSection:
 
 
 def section(
-    stages: list[StageSection], total: int | None = None, merge_with_base: float | str = "auto"
+    stages: list[StageSection],
+    total: int | None = None,
+    merge_with_base: float | str = "auto",
+    seconds: float | None = None,
 ) -> TrainSection:
     """The bench's batch geometry around ``stages`` (their own tokens, or shares of ``total``); ``merge_with_base``:
-    the recipe's default for (a) and (c), 0 for plain continual pretraining (b)."""
+    the recipe's default for (a) and (c), 0 for plain continual pretraining (b); ``seconds``: ``train.seconds``."""
     return TrainSection(
         tokens=total, stages=stages, sequence_length=SEQ, micro_batch_size=MICRO, checkpoint_every=10_000,
-        log_every=1, tensorboard=False, merge_with_base=merge_with_base,
+        log_every=1, tensorboard=False, merge_with_base=merge_with_base, seconds=seconds,
     )  # fmt: skip
+
+
+def timed(stages: list[StageSection], seconds: float, merge_with_base: float | str = "auto") -> TrainSection:
+    """``stages`` (tokens planned from the probe to fill ``seconds``) trained until ``seconds`` of stepping are
+    spent (``train.seconds``, since r39), their tokens raised to ``TOKEN_HEADROOM`` times the plan so that the clock,
+    not the probe's forecast, ends them: the probe once planned arms from 18% short to 11% over their budgets."""
+    raised = [s.model_copy(update={"tokens": TOKEN_HEADROOM * s.tokens}) for s in stages]
+    return section(raised, None, merge_with_base, max(seconds, 1.0))
 
 
 def prepared_corpus(out: Path) -> PreparedCorpus:
@@ -226,34 +241,33 @@ def step_rates(
     english: list[str] | None = None,
 ) -> tuple[list[float], float]:
     """Tokens/s of each stage on ``model`` (the median step after the first of a short run) and the seconds a run
-    spends outside its steps (tokenising, loading and saving each stage, merging LoRA): the probe's wall clock less
-    its steps' (cached in ``work``). With ``merge_with_base: auto`` the probe holds English to a 0% tolerance, so that
-    it pays for auto's longest search (every weight merged and measured; the real run's may stop sooner, which leaves
-    it under its budget, not over: r7 planned for a probe whose search stopped at once, and (a) ran 40 s over); a
-    weight the probe's search did not reach is reserved at its slowest weight's seconds."""
-    from redwhale.train.merge import AUTO_WEIGHTS
+    spends outside its steps (tokenising, loading and saving each stage, merging LoRA, ``merge_with_base: auto``'s
+    English measurements): the probe's wall clock less its steps' (cached in ``work``). The probe's auto search is
+    the one the runs make: the reference and one measurement, English within tolerance at weight 0 (every (a) and (c)
+    of bench r11 to r38 stopped there, English replayed). Until r38 the probe held English to a 0% tolerance to pay
+    for auto's longest search (every weight merged and measured), planned after r7's (a), which needed a longer search
+    than its probe's and ran 40 s over before English replay; that reserve left every redwhale arm under its budget
+    (~45 s of 480 on r38's EPYC) and full fine-tuning, never merged, with none. A run whose search goes further now
+    ends over its budget, and the table flags it."""
     from redwhale.train.run import train_schedule
 
     cached = work / f"probe-{PROBE_STEPS}.json"
-    if cached.is_file() and "merge_searched" in (probed := json.loads(cached.read_text())):  # else: before r8's reserve
+    if cached.is_file() and "expected_search" in (probed := json.loads(cached.read_text())):  # else: before r39
         return probed["tokens_per_s"], probed["fixed_seconds"]
     probe = [s.model_copy(update={"tokens": PROBE_STEPS * SEQ * MICRO, "share": None}) for s in stages]
     probe_dir = work / f"probe-{PROBE_STEPS}"
-    train_section = section(probe, None, merge_with_base).model_copy(update={"english_tolerance": 0.0})
+    train_section = section(probe, None, merge_with_base)
     started = time.perf_counter()
     summary = train_schedule(model, read_texts(prepared.split("train")), english, train_section, probe_dir, SEED)
     elapsed = time.perf_counter() - started
     searched = summary.get("merge_search", {}).get("searched", [])
-    if searched:  # a weight not reached: at the slowest merged weight's seconds (the measurement's if none merged)
-        missing = len(AUTO_WEIGHTS) + 1 - len(searched)
-        elapsed += missing * max(s["seconds"] for s in searched[1:] or searched)
     rows = [json.loads(line) for line in (probe_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
     rates = []
     for stage in probe:
         steps = [r for r in rows if r["stage"] == stage.name][1:]  # the first step pays for allocations
         rates.append(statistics.median(SEQ * MICRO / r["seconds"] for r in steps))
     fixed = max(elapsed - sum(r["seconds"] for r in rows), 0.0)
-    atomic_write_json(cached, {"tokens_per_s": rates, "fixed_seconds": fixed, "merge_searched": searched})
+    atomic_write_json(cached, {"tokens_per_s": rates, "fixed_seconds": fixed, "expected_search": searched})
     shutil.rmtree(probe_dir)  # its model and checkpoints (~1.4 GB an arm): only the rates are kept
     return rates, fixed
 
@@ -349,8 +363,9 @@ def run_budget(
         model_c, tok_c, adapt_c = adapt("c", TokenizerSection(size=20_000), 10**6, prepared, work / "c")
         stages_c, replay_c, choice_c = default_schedule(model_c, english)
         rates_c, fixed_c = step_rates(model_c, stages_c, prepared, work / "c", english=replay_c)
-        plan_c = planned_stages(budget - adapt_c - fixed_c, stages_c, rates_c)
-        rows["c"] = _arm(model_c, section(plan_c), prepared, work / "c", adapt_c, tok_c, korean, english, replay_c)
+        left_c = budget - adapt_c - fixed_c
+        plan_c = timed(planned_stages(left_c, stages_c, rates_c), left_c)
+        rows["c"] = _arm(model_c, plan_c, prepared, work / "c", adapt_c, tok_c, korean, english, replay_c)
         rows["c"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_c]
         rows["c"]["schedule"] = choice_c
         on_row("c", rows["c"])
@@ -365,8 +380,9 @@ def run_budget(
         model_a, tok_a, adapt_a = adapt("a", TokenizerSection(), tokens_c, prepared, work / "a")
         stages_a, replay_a, choice_a = default_schedule(model_a, english)
         rates_a, fixed_a = step_rates(model_a, stages_a, prepared, work / "a", english=replay_a)
-        plan_a = planned_stages(budget - adapt_a - fixed_a, stages_a, rates_a)
-        rows["a"] = _arm(model_a, section(plan_a), prepared, work / "a", adapt_a, tok_a, korean, english, replay_a)
+        left_a = budget - adapt_a - fixed_a
+        plan_a = timed(planned_stages(left_a, stages_a, rates_a), left_a)
+        rows["a"] = _arm(model_a, plan_a, prepared, work / "a", adapt_a, tok_a, korean, english, replay_a)
         rows["a"]["planned_tokens"] = tokens_c
         rows["a"]["probe_tokens_per_s"] = [round(r, 1) for r in rates_a]
         rows["a"]["schedule"] = choice_a
@@ -385,11 +401,11 @@ def run_budget(
 
 
 def _arm_b(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, korean, english) -> dict:
-    """(b) full fine-tuning of the base, its tokens planned from its own probe."""
+    """(b) full fine-tuning of the base, for the seconds its own probe leaves it."""
     full = [full_stage(SEQ * MICRO)]
     rates_b, fixed_b = step_rates(base_dir, full, prepared, work / "b", 0.0)
-    tokens_b = whole_steps(budget - fixed_b, rates_b[0])
-    row = _arm(base_dir, section([full_stage(tokens_b)], None, 0.0), prepared, work / "b", 0.0, None, korean, english)
+    plan_b = timed([full_stage(whole_steps(budget - fixed_b, rates_b[0]))], budget - fixed_b, 0.0)
+    row = _arm(base_dir, plan_b, prepared, work / "b", 0.0, None, korean, english)
     row["probe_tokens_per_s"] = [round(r, 1) for r in rates_b]
     return row
 
@@ -408,8 +424,9 @@ def _forced_arm(
     replay = replay_for(english)
     model, adapted, adapt_s = adapt(arm, TokenizerSection(), planned, prepared, work, base=base)
     rates, fixed = step_rates(model, stages, prepared, work, english=replay)
-    plan = planned_stages(seconds - adapt_s - fixed, stages, rates)
-    row = _arm(model, section(plan), prepared, work, adapt_s, adapted, korean, english, replay)
+    left = seconds - adapt_s - fixed
+    row = _arm(model, timed(planned_stages(left, stages, rates), left), prepared, work, adapt_s, adapted, korean,
+               english, replay)  # fmt: skip
     row["planned_tokens"] = planned
     row["probe_tokens_per_s"] = [round(r, 1) for r in rates]
     return row, model
@@ -423,8 +440,9 @@ def _arm_f(budget: float, prepared: PreparedCorpus, base_dir: Path, work: Path, 
     replay = replay_for(english)
     first = full_stage(SEQ * MICRO).model_copy(update={"english_share": EVERY_LAYER_ENGLISH_SHARE})
     rates_1, fixed_1 = step_rates(base_dir, [first], prepared, work / "first", 0.0, english=replay)
-    first = first.model_copy(update={"tokens": whole_steps(FIRST_SHARE * budget - fixed_1, rates_1[0])})
-    summary_1, train_1 = train(base_dir, section([first], None, 0.0), prepared, work / "first", replay)
+    left_1 = FIRST_SHARE * budget - fixed_1
+    first = first.model_copy(update={"tokens": whole_steps(left_1, rates_1[0])})
+    summary_1, train_1 = train(base_dir, timed([first], left_1, 0.0), prepared, work / "first", replay)
     trained = work / "first" / "train" / "model"
     before = score(trained, korean, english, work / "first" / "eval.json")
     shutil.rmtree(work / "first" / "train" / "checkpoints", ignore_errors=True)
@@ -487,7 +505,8 @@ def _arm(model, train_section, prepared, work, adapt_s, adapted, korean, english
     shutil.rmtree(work / "train" / "checkpoints", ignore_errors=True)  # the arm is done: ~0.7 GB it no longer needs
     row = {"adapt_seconds": round(adapt_s, 1), "train_seconds": round(train_s, 1),
            "wall_seconds": round(adapt_s + train_s, 1), "training_tokens": summary["tokens"],
-           "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss")} for s in summary["stages"]],
+           "stages": [{k: s[k] for k in ("stage", "tokens", "seconds", "final_loss", "seconds_cap", "stopped_by")
+                       if k in s} for s in summary["stages"]],
            **result}  # fmt: skip
     if "merge_search" in summary:  # merge_with_base auto: the weight kept and the English it measured
         row["merge_search"] = {k: v for k, v in summary["merge_search"].items() if k != "merged"}

@@ -13,7 +13,7 @@ from helpers import KOREAN_LINES, make_tiny_llama
 from redwhale.config.schema import LoraSection, StageSection, Trainable, TrainSection
 from redwhale.config.validation import validate
 from redwhale.core.errors import ConfigError
-from redwhale.train.loop import warmup_cosine
+from redwhale.train.loop import Trainer, planned_steps, warmup_cosine
 from redwhale.train.precision import resolve_precision
 from redwhale.train.run import train_schedule
 from redwhale.train.select import select, wrap_lora
@@ -100,6 +100,83 @@ def test_warmup_then_cosine():
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(10) == pytest.approx(1.0) and factor(99) == pytest.approx(0.1, abs=1e-3)
     assert factor(55) == pytest.approx(0.55, abs=1e-3)
+
+
+def test_a_time_cap_plans_the_schedule_over_the_steps_that_fit():
+    assert planned_steps(100, 0, 0.0, 30.0) == 100  # before the first step: the tokens' plan
+    assert planned_steps(100, 10, 5.0, None) == 100  # no cap
+    assert planned_steps(100, 10, 5.0, 30.0) == 60  # 0.5 s a step: 60 steps in 30 s
+    assert planned_steps(100, 10, 1.0, 30.0) == 100  # the tokens end first
+    assert planned_steps(100, 10, 50.0, 30.0) == 11  # over the cap already: never fewer than the next step's
+
+
+class FakeClock:
+    """``time`` for the training loop: each optimizer step takes exactly ``step_s`` seconds, nothing else any."""
+
+    def __init__(self, monkeypatch, step_s: float = 1.0):
+        self.now = 1000.0
+        monkeypatch.setattr(redwhale.train.loop, "time", self)
+        step = Trainer._step
+
+        def timed_step(trainer, run, stream):
+            result = step(trainer, run, stream)
+            self.now += step_s
+            return result
+
+        monkeypatch.setattr(Trainer, "_step", timed_step)
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_train_seconds_stops_each_stage_at_its_share_and_ends_its_cosine_there(
+    tmp_path, extended_tied_dir, monkeypatch
+):
+    """20 steps of tokens a stage, 1 s a step, 12 s for two stages of equal tokens: 6 s each, so 6 steps, the
+    learning rate of their last step the cosine's last step over 6 steps, as a 6-step token budget would have it."""
+    FakeClock(monkeypatch)
+    stages = [stage("odd", 20 * 128, layers="odd"), stage("even", 20 * 128, layers="even")]
+    cfg = tiny_train(stages, seconds=12.0, merge_with_base=0)
+    summary = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w")
+    assert [(s["steps"], s["tokens"], s["stopped_by"], s["seconds_cap"]) for s in summary["stages"]] == [
+        (6, 6 * 128, "seconds", 6.0),
+        (6, 6 * 128, "seconds", 6.0),
+    ]
+    records = [json.loads(line) for line in (tmp_path / "w" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["stage"] == "odd"]
+    assert len(lrs) == 6 and lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] == pytest.approx(1e-2 * warmup_cosine(6, 0.05, 0.1)(5))
+    # the tokens still cap a stage that the seconds would not
+    capped = train_schedule(extended_tied_dir, CORPUS, None, cfg.model_copy(update={"seconds": 1e6}), tmp_path / "t")
+    assert [(s["steps"], s["stopped_by"]) for s in capped["stages"]] == [(20, "tokens"), (20, "tokens")]
+
+
+def test_a_resumed_stage_goes_on_counting_the_seconds_it_had_trained(tmp_path, extended_tied_dir, monkeypatch):
+    """Killed after its step-4 checkpoint, a stage capped at 7 s resumes at step 4 and stops at 7 steps, with the
+    weights of the run that was never stopped (its learning rates are planned on the seconds the checkpoint kept)."""
+    clock = FakeClock(monkeypatch)
+    cfg = tiny_train([stage("odd", 20 * 128, layers="odd")], seconds=7.0, merge_with_base=0)
+    whole = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "whole")
+    assert whole["stages"][0]["steps"] == 7
+    step = Trainer._step  # the timed one
+
+    def dies_at_step_5(trainer, run, stream):
+        if run.state.step == 4:
+            raise KeyboardInterrupt
+        return step(trainer, run, stream)
+
+    monkeypatch.setattr(Trainer, "_step", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "cut")
+    monkeypatch.setattr(Trainer, "_step", step)
+    clock.now += 500.0  # the time between the kill and the resume is not training
+    resumed = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "cut", resume=True)
+    assert (resumed["stages"][0]["steps"], resumed["stages"][0]["resumed_at_step"]) == (7, 4)
+    before, after = (AutoModelForCausalLM.from_pretrained(str(tmp_path / f / "model")) for f in ("whole", "cut"))
+    assert all(torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters(), strict=True))
 
 
 def test_lora_merged_logits_equal_the_adapter_model(extended_tied_dir):

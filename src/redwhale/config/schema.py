@@ -544,6 +544,14 @@ class TrainSection(Section):
     tokens: int | None = Field(
         80_000_000, gt=0, description="token budget of the whole schedule (tokens); stages take their share"
     )
+    seconds: float | None = Field(
+        None,
+        gt=0,
+        description="wall-clock cap on training (seconds): each stage stops once its part of these seconds (its "
+        "tokens' share of the schedule's) is spent, if before its tokens, its warmup and cosine then planned over the "
+        "steps that fit at the speed measured so far; counted from a stage's first step, checkpoints included, not "
+        "loading, saving or the merge search; the tokens trained then depend on the machine (null: tokens only)",
+    )
     stages: list[StageSection] = Field(
         default_factory=default_stages,
         description="stages, run in order; not given: train.schedule's",
@@ -727,6 +735,13 @@ class TrainSection(Section):
     def stage_tokens(self) -> list[int]:
         """Each stage's token budget: its own ``tokens``, or its share of ``train.tokens``."""
         return [s.tokens if s.tokens is not None else round(self.tokens * s.share) for s in self.stages]
+
+    def stage_seconds(self) -> list[float | None]:
+        """Each stage's wall-clock cap: its tokens' share of ``train.seconds`` (None for each without it)."""
+        tokens = self.stage_tokens()
+        if self.seconds is None:
+            return [None] * len(tokens)
+        return [self.seconds * t / sum(tokens) for t in tokens]
 
 
 KOBEST_TASKS = ("kobest_boolq", "kobest_copa", "kobest_hellaswag", "kobest_sentineg", "kobest_wic")

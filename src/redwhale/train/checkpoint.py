@@ -6,7 +6,8 @@ A checkpoint is a folder ``<stage index>-<stage name>-step<step>`` (or ``...-don
 * ``optimizer.pt``: the optimizer state (loaded with ``torch.load(weights_only=True)``); the learning rate is a
   function of the step, so there is no scheduler state;
 * ``rng.pt``: the CPU and CUDA generator states;
-* ``state.json``: stage index and name, step, tokens consumed, the data stream position, the stage's batch layout.
+* ``state.json``: stage index and name, step, tokens consumed, the data stream position, the stage's batch layout
+  and the seconds it has trained (``train.seconds``).
 
 It is written to a temporary folder and renamed, so a kill at any moment leaves either the new checkpoint or none;
 the newest complete one is picked on resume, and older ones beyond ``keep`` are deleted.
@@ -40,6 +41,7 @@ class TrainState:
     total_tokens: int = 0
     micro_batch_size: int = 0
     grad_accum: int = 0
+    seconds: float = 0.0  # the stage's wall clock since its first step (train.seconds caps it)
 
     @classmethod
     def read(cls, folder: Path) -> TrainState:

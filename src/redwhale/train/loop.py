@@ -5,7 +5,8 @@ Read top to bottom: before any weight is loaded, the memory plan of every stage 
 (:mod:`redwhale.train.select`; a LoRA stage wraps the model with peft first), cast the weights to the stage's dtypes
 (:mod:`redwhale.train.precision`), build the optimizer (:mod:`redwhale.train.optim`), and step: forward, loss,
 backward over the micro-batches, clip, optimizer step at the learning rate of a warmup + cosine schedule, log,
-checkpoint. A LoRA stage ends by merging its adapters, in float32. After the last stage ``merge_with_base`` can move
+checkpoint; with ``train.seconds`` a stage also stops when its part of the seconds is spent, its schedule planned over
+the steps that fit at the speed measured so far (:func:`planned_steps`). A LoRA stage ends by merging its adapters, in float32. After the last stage ``merge_with_base`` can move
 the weights part of the way back to the start (:mod:`redwhale.train.merge`; ``auto``: as far as English measured
 before and after needs); the model is then saved as a plain Hugging Face folder in ``model.dtype``.
 
@@ -69,6 +70,16 @@ def warmup_cosine(total_steps: int, warmup_fraction: float, min_ratio: float):
     return factor
 
 
+def planned_steps(total_steps: int, step: int, seconds: float, cap: float | None) -> int:
+    """The steps a stage's learning-rate schedule is planned over: its tokens' ``total_steps``, or, under a wall-clock
+    ``cap``, the steps that fit it at the mean speed of the ``step`` steps run in ``seconds`` (never fewer than the
+    next step's), whichever is fewer. With constant steps the cosine then ends where the time does; before the first
+    step the plan is the tokens'."""
+    if cap is None or step == 0 or seconds <= 0:
+        return total_steps
+    return max(min(total_steps, math.ceil(step * cap / seconds)), step + 1)
+
+
 def device_memory_gib(device: torch.device) -> float:
     """What one device offers the plan: the GPU's memory, or on CPU the memory available now."""
     if device.type == "cuda":
@@ -100,6 +111,7 @@ class StageRun:
     optimizer: Any
     schedule: Any
     total_steps: int
+    seconds: float | None  # the stage's wall-clock cap (train.seconds), None without one
     per_step: int
     micro: int
     accum: int
@@ -343,9 +355,10 @@ class Trainer:
             ckpt.restore_rng(resume_from)
         else:
             torch.manual_seed(self.seed * 1000 + index)
-        schedule = warmup_cosine(total_steps, stage.warmup_fraction, stage.min_lr_ratio)
+        schedule = functools.partial(warmup_cosine, warmup_fraction=stage.warmup_fraction, min_ratio=stage.min_lr_ratio)
+        cap = cfg.stage_seconds()[index]
         return StageRun(
-            index, model, wrapped, selection, optimizer, schedule, total_steps, per_step, micro, accum, state
+            index, model, wrapped, selection, optimizer, schedule, total_steps, cap, per_step, micro, accum, state
         )
 
     def _autocast(self, model):
@@ -358,7 +371,8 @@ class Trainer:
     def _step(self, run: StageRun, stream: BlockStream) -> tuple[float, float | None]:
         """One optimizer step of the stage: (rank-averaged loss, gradient norm before clipping)."""
         cfg, stage, acc = self.cfg, self.cfg.stages[run.index], self.accelerator
-        factor = run.schedule(run.state.step)
+        state = run.state
+        factor = run.schedule(planned_steps(run.total_steps, state.step, state.seconds, run.seconds))(state.step)
         for group in run.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         loss_sum = torch.zeros((), device=self.device)
@@ -405,14 +419,16 @@ class Trainer:
         run = self._setup_stage(index, stream, previous, resume_from)
         stage, state = self.cfg.stages[index], run.state
         log.info(
-            "stage %d/%d %s: %s trainable parameters, %d steps of %d tokens (micro-batch %d x %d), %s",
+            "stage %d/%d %s: %s trainable parameters, %d steps of %d tokens%s (micro-batch %d x %d), %s",
             index + 1, len(self.cfg.stages), stage.name, f"{run.selection.count():,}", run.total_steps,
-            run.per_step, run.micro, run.accum, self.precision.describe(),
+            run.per_step, "" if run.seconds is None else f" or {run.seconds:.0f} s, whichever ends first", run.micro,
+            run.accum, self.precision.describe(),
         )  # fmt: skip
         run.wrapped.train()
         started, losses, start_step = time.perf_counter(), [], state.step
+        clock = started - state.seconds  # a resumed stage goes on counting from the seconds it had trained
         with PeakMemory(self.device) as peak, self._stage_progress(run) as bar:
-            while state.step < run.total_steps:
+            while state.step < run.total_steps and not self._out_of_time(run, time.perf_counter() - clock):
                 tic = time.perf_counter()
                 loss, grad_norm = self._step(run, stream)
                 seconds = time.perf_counter() - tic
@@ -420,11 +436,22 @@ class Trainer:
                 state.tokens += run.per_step
                 state.total_tokens += run.per_step
                 state.data = stream.state.as_dict()
+                state.seconds = time.perf_counter() - clock
                 losses.append(loss)
                 self._record(run, loss, grad_norm, seconds, peak, bar)
                 if state.step % self.cfg.checkpoint_every == 0 and state.step < run.total_steps:
                     self._checkpoint(run.model, run.optimizer, state)
         return self._end_stage(run, time.perf_counter() - started, losses, start_step, peak)
+
+    def _out_of_time(self, run: StageRun, elapsed: float) -> bool:
+        """Whether the stage's wall-clock cap is spent: stop before a step that would end more than half a step past
+        it (at the mean step so far), so that the stage ends as near its cap as whole steps allow. Every process
+        decides on the slowest one's clock, so all stop at the same step."""
+        if run.seconds is None or run.state.step == 0:
+            return False
+        if self.accelerator.num_processes > 1:
+            elapsed = self.accelerator.reduce(torch.tensor(elapsed, device=self.device), reduction="max").item()
+        return elapsed + 0.5 * elapsed / run.state.step > run.seconds
 
     def _stage_progress(self, run: StageRun):
         stage = self.cfg.stages[run.index]
@@ -464,6 +491,8 @@ class Trainer:
             smoothed = bar.figures.get("loss", loss) * 0.9 + loss * 0.1 if state.step - 1 else loss
             rate = run.per_step / seconds
             left = sum(self.cfg.stage_tokens()) - state.total_tokens
+            if self.cfg.seconds is not None:  # a stage's cap may end it first
+                left = min(left, (sum(self.cfg.stage_seconds()[run.index :]) - state.seconds) * rate)
             bar.update(
                 run.per_step,
                 log_now=state.step % cfg.log_every == 0,
@@ -489,7 +518,7 @@ class Trainer:
         summary = {
             "stage": stage.name,
             "index": run.index,
-            "steps": run.total_steps,
+            "steps": state.step,
             "tokens": state.tokens,
             "micro_batch_size": run.micro,
             "grad_accum": run.accum,
@@ -504,13 +533,17 @@ class Trainer:
             "final_loss": self._final_loss(run.index, losses),
             "resumed_at_step": start_step or None,
         }
+        if run.seconds is not None:
+            summary["seconds_cap"] = round(run.seconds, 2)
+            summary["stopped_by"] = "tokens" if state.step >= run.total_steps else "seconds"
         self.summaries = [s for s in self.summaries if s["index"] != run.index] + [summary]
         if acc.is_main_process:
             atomic_write_json(self.work / "stages.json", self.summaries)
             if self.cfg.save_each_stage:
                 self._save_model(self.work / "stages" / stage.name, {"stages": self.summaries, "after": stage.name})
         self._checkpoint(self.model, None, state)
-        log.info("stage %s done: %d tokens in %.0f s", stage.name, state.tokens, elapsed)
+        log.info("stage %s done: %d tokens in %.0f s%s", stage.name, state.tokens, elapsed,
+                 f" (stopped by its {summary['stopped_by']})" if "stopped_by" in summary else "")  # fmt: skip
         return state
 
     def _final_loss(self, index: int, losses: list[float]) -> float | None:
