@@ -30,14 +30,15 @@ held-out split, 15,000 characters) and English (CPython's reference, 20,000 char
     extended model's before its training (``extended_untrained``).
 
 Wall clock counts everything an arm does to produce its model: the tokenizer and extend phases, tokenising the
-training text and training. Each arm trains until what is left of its budget is spent (``train.seconds``, since
-r39): a short probe on its own model (6 steps per stage, not counted) measures the seconds a run spends outside its
-steps (loading, saving, ``merge_with_base: auto``'s reference and first English measurement, where every (a) and (c)
-since r11 stopped), which the cap leaves them, and its tokens/s, from which the stages' tokens are planned (twice the
-plan is the cap's headroom; a stage's part of the seconds is its tokens' share). Until r38 the probe's tokens were
-the plan itself and its reserve auto's longest search: the machine's speed drift put arms from 18% short to 11% over
-their budgets, and the reserve left redwhale's arms ~10% short where full fine-tuning had none. The table prints the
-wall clock each arm actually used and names any arm more than 5% off its budget, which ``--arms`` reruns.
+training text and training. Each arm trains until what is left of its budget is spent (``train.seconds``, since r39):
+a short probe on its own model (6 steps per stage, not counted) measures the seconds a run spends outside its steps
+(loading, saving, ``merge_with_base: auto``'s reference and its search as the probe made it, one to three
+measurements, where every (a) and (c) since r11 stopped at one), which the cap leaves them, and its tokens/s, from
+which the stages' tokens are planned (twice the plan is the cap's headroom; a stage's part of the seconds is its
+tokens' share). Until r38 the probe's tokens were the plan itself and its reserve auto's longest search: the machine's
+speed drift put arms from 18% short to 11% over their budgets, and the reserve left redwhale's arms ~10% short where
+full fine-tuning had none. The table prints the wall clock each arm actually used and names any arm more than 5% off
+its budget, which ``--arms`` reruns.
 (a) plans its vocabulary for the training tokens (c) trained (run first, the same schedule after the same phases), as
 a user's ``train.tokens`` would; a larger vocabulary then trains fewer tokens in the same seconds (slower steps).
 Scores are bits per byte (comparable across tokenizers) and each model's tokens per 1,000 Korean characters of the
@@ -243,8 +244,9 @@ def step_rates(
     """Tokens/s of each stage on ``model`` (the median step after the first of a short run) and the seconds a run
     spends outside its steps (tokenising, loading and saving each stage, merging LoRA, ``merge_with_base: auto``'s
     English measurements): the probe's wall clock less its steps' (cached in ``work``). The probe's auto search is
-    the one the runs make: the reference and one measurement, English within tolerance at weight 0 (every (a) and (c)
-    of bench r11 to r38 stopped there, English replayed). Until r38 the probe held English to a 0% tolerance to pay
+    its own, at the default tolerance: the reference and one measurement or a few more (six steps can lift English
+    past the tolerance: in r39 (a)'s probe measured weights 0 to 0.2), where the runs' searches stopped at one (every
+    (a) and (c) of bench r11 to r38, English replayed). Until r38 the probe held English to a 0% tolerance to pay
     for auto's longest search (every weight merged and measured), planned after r7's (a), which needed a longer search
     than its probe's and ran 40 s over before English replay; that reserve left every redwhale arm under its budget
     (~45 s of 480 on r38's EPYC) and full fine-tuning, never merged, with none. A run whose search goes further now

@@ -550,7 +550,8 @@ class TrainSection(Section):
         description="wall-clock cap on training (seconds): each stage stops once its part of these seconds (its "
         "tokens' share of the schedule's) is spent, if before its tokens, its warmup and cosine then planned over the "
         "steps that fit at the speed measured so far; counted from a stage's first step, checkpoints included, not "
-        "loading, saving or the merge search; the tokens trained then depend on the machine (null: tokens only)",
+        "loading, saving or the merge search; the tokens trained then depend on the machine, and tokenizer.size: "
+        "auto still plans for train.tokens (set it to what the seconds will train; null: tokens only)",
     )
     stages: list[StageSection] = Field(
         default_factory=default_stages,
