@@ -5,10 +5,11 @@ Read top to bottom: before any weight is loaded, the memory plan of every stage 
 (:mod:`redwhale.train.select`; a LoRA stage wraps the model with peft first), cast the weights to the stage's dtypes
 (:mod:`redwhale.train.precision`), build the optimizer (:mod:`redwhale.train.optim`), and step: forward, loss,
 backward over the micro-batches, clip, optimizer step at the learning rate of a warmup + cosine schedule, log,
-checkpoint; with ``train.seconds`` a stage also stops when its part of the seconds is spent, its schedule planned over
-the steps that fit at the speed measured so far (:func:`planned_steps`). A LoRA stage ends by merging its adapters, in float32. After the last stage ``merge_with_base`` can move
-the weights part of the way back to the start (:mod:`redwhale.train.merge`; ``auto``: as far as English measured
-before and after needs); the model is then saved as a plain Hugging Face folder in ``model.dtype``.
+checkpoint; with ``train.seconds`` a stage also stops when its part of the seconds is spent, its schedule planned
+over the steps that fit at the speed measured so far (:func:`planned_steps`). A LoRA stage ends by merging its
+adapters, in float32. After the last stage ``merge_with_base`` can move the weights part of the way back to the start
+(:mod:`redwhale.train.merge`; ``auto``: as far as English measured before and after needs); the model is then saved
+as a plain Hugging Face folder in ``model.dtype``.
 
 ``accelerate launch`` runs the same loop on several processes (DDP; FSDP and DeepSpeed through accelerate
 configs): each process reads its own share of every step's blocks. Peak memory per stage is measured as allocated
