@@ -64,3 +64,17 @@ def test_a_phase_without_marker_is_not_done(tmp_path):
     run = RunDir(tmp_path / "run")
     run.path("prepare").mkdir(parents=True)
     assert run.marker("prepare") is None and not run.is_done("prepare", "x")
+
+
+def test_train_status_eta_counts_the_wall_clock_cap(tmp_path):
+    """1,000 tokens of 10,000 trained at 100 tokens/s: 90 s left by the tokens, 20 s left of a 30 s cap."""
+    from redwhale.config.schema import RunConfig
+    from redwhale.recipe.status import train_detail
+
+    (tmp_path / "logs").mkdir()
+    record = {"stage": "s", "stage_index": 0, "step": 10, "tokens": 1000, "loss": 2.0, "tokens_per_s": 100.0}
+    (tmp_path / "logs" / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    tokens_only = RunConfig.model_validate({"train": {"tokens": 10_000}})
+    assert train_detail(tmp_path, tokens_only)["eta_s"] == pytest.approx(90.0)
+    capped = RunConfig.model_validate({"train": {"tokens": 10_000, "seconds": 30}})
+    assert train_detail(tmp_path, capped)["eta_s"] == pytest.approx(20.0)

@@ -87,6 +87,9 @@ def train_detail(folder: Path, cfg) -> dict[str, Any]:
     budget = sum(cfg.train.stage_tokens()) if cfg is not None else None
     rates = [r["tokens_per_s"] for r in records if r.get("tokens_per_s")]
     rate = sum(rates) / len(rates) if rates else None
+    eta = (budget - last["tokens"]) / rate if budget and rate else None
+    if eta is not None and cfg.train.seconds is not None:  # the cap may end it first: its seconds left, at that speed
+        eta = min(eta, max(cfg.train.seconds - last["tokens"] / rate, 0.0))
     detail.update(
         stage=last["stage"],
         stage_index=last["stage_index"],
@@ -95,7 +98,7 @@ def train_detail(folder: Path, cfg) -> dict[str, Any]:
         loss=last["loss"],
         tokens_per_s=rate,
         budget_tokens=budget,
-        eta_s=(budget - last["tokens"]) / rate if budget and rate else None,
+        eta_s=eta,
         last_update_s=time.time() - last.get("time", time.time()),
     )
     return detail
