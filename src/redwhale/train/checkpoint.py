@@ -4,7 +4,8 @@ A checkpoint is a folder ``<stage index>-<stage name>-step<step>`` (or ``...-don
 
 * ``model.safetensors``: every weight of the model (LoRA adapters included in a LoRA stage), shared tensors once;
 * ``optimizer.pt``: the optimizer state (loaded with ``torch.load(weights_only=True)``); the learning rate is a
-  function of the step, so there is no scheduler state;
+  function of the step (and, under ``train.seconds``, of the seconds in ``state.json``), so there is no scheduler
+  state;
 * ``rng.pt``: the CPU and CUDA generator states;
 * ``state.json``: stage index and name, step, tokens consumed, the data stream position, the stage's batch layout
   and the seconds it has trained (``train.seconds``).
