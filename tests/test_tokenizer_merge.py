@@ -181,6 +181,24 @@ def test_a_prefix_of_the_plan_is_the_merge_at_that_size(tmp_path, bpe_tokenizer_
     assert full.data == direct.data
 
 
+def test_merging_with_the_sweeps_plan_writes_what_planning_the_size_alone_does(tmp_path, bpe_tokenizer_dir, bpe_new):
+    """The sweep's plan of every candidate, handed to the merge, gives the same tokenizer and the same candidate counts
+    in its report as the merge planning the chosen size's prefix itself (and a plan of another tokenizer is refused)."""
+    _, base = load_base(str(bpe_tokenizer_dir))
+    new, folder = bpe_new
+    full = plan(base, new, HANGUL)
+    size = 500
+    alone = merge_tokenizers(str(bpe_tokenizer_dir), folder, tmp_path / "alone", "hangul", None, size)
+    reused = merge_tokenizers(str(bpe_tokenizer_dir), folder, tmp_path / "reused", "hangul", None, size, full_plan=full)
+    assert alone["candidates"] == reused["candidates"] != dict(full.counts)
+    assert alone["added_tokens"] == reused["added_tokens"] < len(full.tokens)
+    written = [json.loads((tmp_path / d / "tokenizer.json").read_text()) for d in ("alone", "reused")]
+    assert written[0] == written[1]
+    shorter = plan(base, new, HANGUL, new.candidates_for_size(size))
+    with pytest.raises(TokenizerError, match="candidates"):
+        merge_tokenizers(str(bpe_tokenizer_dir), folder, tmp_path / "x", "hangul", None, size, full_plan=shorter)
+
+
 # ----------------------------------------------------------------------------------------------- SentencePiece
 
 

@@ -129,6 +129,7 @@ def adapt_tokenizer(
     """Sweep into ``sweep_dir``, choose, merge into ``merged_dir``; the choice goes to ``choice.json`` beside them."""
     extra = [section.size] if isinstance(section.size, int) else section.auto_sizes if section.size == "auto" else []
     more = smaller_sizes_if_needed(section, training_tokens) if section.size == "auto" else None
+    plans: list = []
     result = sweep(
         base_spec,
         train_texts,
@@ -141,6 +142,7 @@ def adapt_tokenizer(
         load=load,
         progress=progress,
         more_sizes=more,
+        on_plan=plans.append,
     )
     choice = choose_size(result, section, training_tokens)
     report = merge_tokenizers(
@@ -152,6 +154,7 @@ def adapt_tokenizer(
         choice["size"],
         load,
         {"korean": heldout[:200]},
+        full_plan=plans[0],
     )
     row = next((r for r in result["rows"] if r["size"] == choice["size"]), None)
     choice.update(

@@ -21,12 +21,12 @@ unmerged tokens, but nothing extends a trained BPE's merges.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from redwhale.core.scripts import Script
 from redwhale.tokenizer.base import token_bytes
+from redwhale.tokenizer.sp import Outcomes
 
 MAX_STEPS = 64
 
@@ -63,14 +63,13 @@ class MergeTable:
 
 
 @dataclass
-class MergePlan:
+class MergePlan(Outcomes):
     """New tokens and merges in order; ``progress[i]`` is how many new tokens the first ``i`` candidates gave."""
 
     tokens: list[str] = field(default_factory=list)
     merges: list[tuple[str, str]] = field(default_factory=list)
     merge_progress: list[int] = field(default_factory=lambda: [0])
     progress: list[int] = field(default_factory=lambda: [0])
-    counts: Counter = field(default_factory=Counter)
 
     def prefix(self, candidates: int) -> tuple[list[str], list[tuple[str, str]]]:
         """The tokens and merges that the first ``candidates`` candidate tokens produce."""
@@ -91,20 +90,20 @@ def plan_bytelevel(
     for left, right in candidates:
         token = left + right
         if token in vocab:
-            plan.counts["already in the vocabulary"] += 1
+            plan.note("already in the vocabulary")
         elif not script.proven_by_bytes(token_bytes(token)):
-            plan.counts["not of the target script"] += 1
+            plan.note("not of the target script")
         elif _is_continuation(token_bytes(token)[0]):
             # a byte-level artifact that starts inside a character (the tail of one character + the next ones): the
             # merged tokenizer builds whole characters first, so such a token would almost never be produced
-            plan.counts["starts inside a character"] += 1
+            plan.note("starts inside a character")
         else:
             steps = _steps_for(token, len(left), table, script)
             if steps is None:
-                plan.counts["unreachable without a non-target intermediate"] += 1
+                plan.note("unreachable without a non-target intermediate")
             else:
                 if len(steps) > 1:
-                    plan.counts["needed intermediate tokens"] += 1
+                    plan.note("needed intermediate tokens")
                 for pair in steps:
                     table.add(pair)
                     plan.merges.append(pair)
@@ -112,9 +111,10 @@ def plan_bytelevel(
                     if joined not in vocab:
                         vocab.add(joined)
                         plan.tokens.append(joined)
-                plan.counts["added"] += 1
+                plan.note("added")
         plan.progress.append(len(plan.tokens))
         plan.merge_progress.append(len(plan.merges))
+        plan.candidate_done()
     return plan
 
 

@@ -39,12 +39,31 @@ def sp_encode(chars: list[str], order: dict[str, float]) -> list[str]:
 
 
 @dataclass
-class PiecePlan:
+class Outcomes:
+    """What each candidate of a plan gave (``counts``, and in order, so that a prefix of the plan has its own)."""
+
+    counts: Counter = field(default_factory=Counter)
+    events: list[str] = field(default_factory=list)
+    event_progress: list[int] = field(default_factory=lambda: [0])
+
+    def note(self, outcome: str) -> None:
+        self.counts[outcome] += 1
+        self.events.append(outcome)
+
+    def candidate_done(self) -> None:
+        self.event_progress.append(len(self.events))
+
+    def prefix_counts(self, candidates: int) -> Counter:
+        """``counts`` of the first ``candidates`` candidates (what planning those alone would count)."""
+        return Counter(self.events[: self.event_progress[candidates]])
+
+
+@dataclass
+class PiecePlan(Outcomes):
     """New pieces in order (their scores follow from the order); ``progress[i]`` as in :class:`MergePlan`."""
 
     pieces: list[str] = field(default_factory=list)
     progress: list[int] = field(default_factory=lambda: [0])
-    counts: Counter = field(default_factory=Counter)
 
     def prefix(self, candidates: int) -> list[str]:
         return self.pieces[: self.progress[candidates]]
@@ -68,23 +87,24 @@ def plan_sentencepiece(base_scores: dict[str, float], candidates: list[str], scr
 
     for piece in candidates:
         if piece in order:
-            plan.counts["already in the vocabulary"] += 1
+            plan.note("already in the vocabulary")
         elif not script.in_text(piece):
-            plan.counts["not of the target script"] += 1
+            plan.note("not of the target script")
         elif len(piece) == 1:
             append(piece)  # a single character is a symbol from the start: no join needed
-            plan.counts["added"] += 1
+            plan.note("added")
         else:
             steps = _steps_for(piece, order, script)
             if steps is None:
-                plan.counts["unreachable without a non-target intermediate"] += 1
+                plan.note("unreachable without a non-target intermediate")
             else:
                 if len(steps) > 1:
-                    plan.counts["needed intermediate tokens"] += 1
+                    plan.note("needed intermediate tokens")
                 for step in steps:
                     append(step)
-                plan.counts["added"] += 1
+                plan.note("added")
         plan.progress.append(len(plan.pieces))
+        plan.candidate_done()
     return plan
 
 
