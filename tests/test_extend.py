@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from helpers import ENGLISH_LINES, KOREAN_LINES, extend_model
 from redwhale.config.schema import ExtendSection
-from redwhale.core.bpb import _windows, bits_per_byte
+from redwhale.core.bpb import _windows, bits_per_byte, bits_per_byte_each
 from redwhale.core.errors import DataError, RedwhaleError, TokenizerError
 from redwhale.models.adapt import extend_and_compare
 from redwhale.models.extend import extend, is_tied, save_extended
@@ -205,9 +205,14 @@ def test_scoring_the_base_rows_of_an_extended_model_is_the_base_model(
     want = bits_per_byte(base, base_tok, english, window=16, stride=8).bits_per_byte
     got = bits_per_byte(extended, merged, english, window=16, stride=8, vocab=len(base_tok)).bits_per_byte
     assert got == pytest.approx(want, rel=1e-5)
-    assert bits_per_byte(extended, merged, english, window=16, stride=8).bits_per_byte > want * (1 + 1e-4)
-    with pytest.raises(DataError, match="beyond the first"):
-        bits_per_byte(extended, merged, KOREAN_LINES[3:6], window=16, stride=8, vocab=len(base_tok))
+    whole = bits_per_byte(extended, merged, english, window=16, stride=8).bits_per_byte
+    assert whole > want * (1 + 1e-4)
+    # both from one forward pass (merge_with_base: auto's reference): the same two figures
+    both = bits_per_byte_each(extended, merged, english, window=16, stride=8, vocabs=(None, len(base_tok)))
+    assert [b.bits_per_byte for b in both] == pytest.approx([whole, want], rel=1e-5)
+    for vocabs in ((len(base_tok),), (None, len(base_tok))):
+        with pytest.raises(DataError, match="beyond the first"):
+            bits_per_byte_each(extended, merged, KOREAN_LINES[3:6], window=16, stride=8, vocabs=vocabs)
 
 
 def test_extend_writes_a_folder_transformers_loads_alone(tmp_path, tied_llama_dir, merged_tokenizer_dir):

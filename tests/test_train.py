@@ -488,15 +488,19 @@ def test_auto_merge_measures_english_before_and_after_training(
     english = ["The quick brown fox jumps over the lazy dog. " * 8, "Python is a programming language. " * 10]
     cfg = tiny_train([stage("all", embeddings="all", lm_head="all", layers="all", norms=True)])
     assert cfg.merge_with_base == "auto"
-    autocast = []  # each measurement's products: those training runs in (bf16 autocast on a CPU with AMX)
-    measure = redwhale.train.loop.bits_per_byte
+    autocast, vocabs = [], []  # each measurement's products: those training runs in (bf16 autocast with AMX)
+    measure = redwhale.train.loop.bits_per_byte_each
     monkeypatch.setattr(
-        "redwhale.train.loop.bits_per_byte",
-        lambda *a, **k: autocast.append(torch.is_autocast_enabled("cpu")) or measure(*a, **k),
+        "redwhale.train.loop.bits_per_byte_each",
+        lambda *a, **k: (
+            autocast.append(torch.is_autocast_enabled("cpu")) or vocabs.append(k["vocabs"]) or measure(*a, **k)
+        ),
     )
     summary = train_schedule(extended_tied_dir, CORPUS, None, cfg, tmp_path / "w", english_check=english)
     trains_in_bf16 = resolve_precision("auto", cfg, torch.device("cpu")).autocast is not None
-    assert len(autocast) >= 3 and set(autocast) == {trains_in_bf16}
+    assert len(autocast) >= 2 and set(autocast) == {trains_in_bf16}
+    base_rows = json.loads((extended_tied_dir / "init_report.json").read_text())["base_vocab"]
+    assert vocabs[0] == (None, base_rows) and all(v == (None,) for v in vocabs[1:])  # the start and the base: one pass
     search = summary["merge_search"]
     start = AutoModelForCausalLM.from_pretrained(str(extended_tied_dir))
     base = AutoModelForCausalLM.from_pretrained(str(tied_llama_dir))

@@ -172,25 +172,27 @@ def _head_logits(model, hidden: torch.Tensor, vocab: int | None = None) -> torch
 
 
 @torch.no_grad()
-def window_nll(
+def window_nlls(
     model,
     windows: list[_Window],
     batch_tokens: int = 4096,
     head_chunk: int = 1024,
     pad_id: int = 0,
     progress: Progress | None = None,
-    vocab: int | None = None,
+    vocabs: Sequence[int | None] = (None,),
     own_head: bool = True,
-) -> float:
-    """Sum of negative log-likelihoods (nats) of the scored targets of every window (``vocab``: over the first
-    ``vocab`` rows of the LM head only, see :func:`bits_per_byte`). ``own_head``: logits from the backbone's hidden
-    states at the scored positions only (:func:`head_matches_model` says when that is the model's own); else from
-    the model's forward pass, every position's (batches of at most 1,024 tokens, or one longer window)."""
+) -> list[float]:
+    """Sums of negative log-likelihoods (nats) of the scored targets of every window, one for each of ``vocabs``
+    from one forward pass (``None``: the whole head; an int: the softmax over its first rows only, see
+    :func:`bits_per_byte`). ``own_head``: logits from the backbone's hidden states at the scored positions only
+    (:func:`head_matches_model` says when that is the model's own); else from the model's forward pass, every
+    position's (batches of at most 1,024 tokens, or one longer window)."""
     device = next(model.parameters()).device
     decoder = backbone(model)
     batch_tokens = batch_tokens if own_head else min(batch_tokens, 1024)
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
-    total = 0.0
+    totals = [0.0] * len(vocabs)
+    widest = None if None in vocabs else max(vocabs)
     i = 0
     while i < len(order):
         longest = len(windows[order[i]].ids)
@@ -219,11 +221,12 @@ def window_nll(
         target = torch.tensor(targets, device=device)
         for start in range(0, len(targets), head_chunk):  # gathered a chunk at a time: logits are vocabulary-wide
             chunk = hidden[rows_at[start : start + head_chunk], cols_at[start : start + head_chunk]]
-            logits = _head_logits(model, chunk, vocab) if own_head else chunk[:, :vocab].float()
-            total += torch.nn.functional.cross_entropy(
-                logits, target[start : start + head_chunk], reduction="sum"
-            ).item()
-    return total
+            logits = _head_logits(model, chunk, widest) if own_head else chunk[:, :widest].float()
+            for k, vocab in enumerate(vocabs):
+                totals[k] += torch.nn.functional.cross_entropy(
+                    logits[:, :vocab], target[start : start + head_chunk], reduction="sum"
+                ).item()
+    return totals
 
 
 def bits_per_byte(
@@ -242,24 +245,41 @@ def bits_per_byte(
     the LM head only: on an extended model, ``vocab`` = the base tokenizer's size scores the base model itself
     wherever the extension left the base rows as they were (text the merged tokenizer splits into base tokens only,
     such as English; any other is a :class:`DataError`), less any padding rows the base had beyond its tokenizer."""
+    return bits_per_byte_each(model, tokenizer, texts, window, stride, batch_tokens, progress, what, (vocab,))[0]
+
+
+def bits_per_byte_each(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    window: int = 1024,
+    stride: int = 512,
+    batch_tokens: int = 4096,
+    progress: ProgressFactory | None = None,
+    what: str = "bits per byte",
+    vocabs: Sequence[int | None] = (None,),
+) -> list[BpbResult]:
+    """:func:`bits_per_byte` for each of ``vocabs`` from one forward pass over the text (an extended model and the
+    base model it holds, say: ``(None, base_size)``)."""
     texts = [t for t in texts if t]
     if not texts:
         raise DataError("no text to score")
     if not 0 < stride <= window:
         raise ValueError("stride must be in (0, window]")
     windows, total_bytes, tokens = document_windows(tokenizer, texts, window, stride)
-    if vocab is not None and (top := max(max(w.ids) for w in windows)) >= vocab:  # before any forward pass
-        raise DataError(f"the text holds token {top}, beyond the first {vocab:,} scored")
+    narrowest = min((v for v in vocabs if v is not None), default=None)
+    if narrowest is not None and (top := max(max(w.ids) for w in windows)) >= narrowest:  # before any forward pass
+        raise DataError(f"the text holds token {top}, beyond the first {narrowest:,} scored")
     was_training = model.training
     model.eval()
     bar = progress(what, total=len(windows), unit="window") if progress is not None else None
     try:
         own_head = scores_with_own_head(model, windows[0].ids[:8])
         pad = tokenizer.pad_token_id or 0
-        nll = window_nll(model, windows, batch_tokens, pad_id=pad, progress=bar, vocab=vocab, own_head=own_head)
+        nlls = window_nlls(model, windows, batch_tokens, pad_id=pad, progress=bar, vocabs=vocabs, own_head=own_head)
     finally:
         model.train(was_training)
         if bar is not None:
             bar.close()
-    bits = nll / math.log(2)
-    return BpbResult(bits / total_bytes, bits, total_bytes, tokens, len(texts))
+    bits = [nll / math.log(2) for nll in nlls]
+    return [BpbResult(b / total_bytes, b, total_bytes, tokens, len(texts)) for b in bits]
