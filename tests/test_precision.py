@@ -106,6 +106,35 @@ def test_the_fused_loss_in_bf16_products_over_a_float32_head_is_autocasts_own():
     torch.testing.assert_close(grad_w, own_grad_w, rtol=2e-2, atol=1e-3 * own_grad_w.abs().max().item())
 
 
+def test_a_frozen_float32_head_is_cast_to_the_products_dtype_once_and_again_only_when_it_changes():
+    """Under bf16 products on CPU, a frozen float32 head is cast once for the stage, not at every forward: the loss is
+    the one the cast at every forward gave; an in-place change of the head (a resumed or merged weight) is cast again;
+    a head that trains is never cached (its gradient is the fused loss's own)."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)  # fmt: skip
+    model = LlamaForCausalLM(config)
+    head = model.lm_head.weight
+    head.requires_grad_(False)
+    loss_fn = CausalLMLoss(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = loss_fn(IDS)
+        cast = loss_fn._frozen_head(head, torch.bfloat16)
+        again = loss_fn(IDS)
+        assert loss_fn._frozen_head(head, torch.bfloat16) is cast and cast.dtype == torch.bfloat16
+        assert torch.equal(cast, head.to(torch.bfloat16))
+        with torch.no_grad():
+            head.mul_(2.0)
+        changed = loss_fn._frozen_head(head, torch.bfloat16)
+        assert changed is not cast and torch.equal(changed, head.to(torch.bfloat16))
+        uncached = CausalLMLoss(model)
+        uncached._frozen_head = lambda weight, dtype: weight  # the cast inside the loss, at every forward
+        torch.testing.assert_close(loss_fn(IDS), uncached(IDS), rtol=0, atol=0)
+    assert torch.equal(first, again)
+    head.requires_grad_(True)
+    assert loss_fn._frozen_head(head, torch.bfloat16) is head
+
+
 def test_saved_activations_are_bf16_the_loss_is_unchanged_and_gradients_close():
     model = odd_layers_model()
     loss_fn = CausalLMLoss(model)

@@ -16,7 +16,7 @@ from redwhale.core.errors import ConfigError
 from redwhale.train.loop import Trainer, planned_steps, warmup_cosine
 from redwhale.train.precision import resolve_precision
 from redwhale.train.run import train_schedule
-from redwhale.train.select import select, wrap_lora
+from redwhale.train.select import NewRowsStep, select, wrap_lora
 
 CORPUS = [f"{line} {i}" for i in range(40) for line in KOREAN_LINES]
 
@@ -249,6 +249,27 @@ def test_new_rows_learning_rate_scales_their_update(tmp_path, extended_untied_di
         train_schedule(extended_untied_dir, CORPUS, None, tiny_train([s], checkpoint_every=100), tmp_path / f"w{ratio}")
         end = AutoModelForCausalLM.from_pretrained(str(tmp_path / f"w{ratio}" / "model")).model.embed_tokens.weight
         moved[ratio] = ((end - start)[base_rows:].abs().sum() / (end - start)[:base_rows].abs().sum()).item()
+    assert moved[10] == pytest.approx(10 * moved[1], rel=0.25)
+
+
+def test_new_input_rows_alone_train_at_their_rate_in_a_group_of_their_own(tmp_path, extended_untied_dir):
+    """With the base rows frozen (``embeddings: new``), ``new_rows_lr`` is the learning rate of the embedding's own
+    optimizer group, with no copy of the rows around the step: the new rows move ~10x as far at 10x the rate, the base
+    rows not at all."""
+    base_rows = json.loads((extended_untied_dir / "init_report.json").read_text())["base_vocab"]
+    model = AutoModelForCausalLM.from_pretrained(str(extended_untied_dir))
+    start = model.model.embed_tokens.weight.detach().clone()
+    s = StageSection(name="e", trainable=Trainable(embeddings="new"), tokens=128, lr=1e-4, new_rows_lr=1e-3)
+    selection = select(model, s, base_rows)
+    (group,) = [g for g in selection.groups if any(p is model.model.embed_tokens.weight for p in g["params"])]
+    assert group["lr"] == 1e-3 and group["weight_decay"] == 0.0 and not NewRowsStep(selection).rules
+    moved = {}
+    for ratio in (1, 10):
+        s = s.model_copy(update={"new_rows_lr": 1e-4 * ratio, "warmup_fraction": 0.0})
+        train_schedule(extended_untied_dir, CORPUS, None, tiny_train([s], checkpoint_every=100), tmp_path / f"w{ratio}")
+        end = AutoModelForCausalLM.from_pretrained(str(tmp_path / f"w{ratio}" / "model")).model.embed_tokens.weight
+        assert torch.equal(end[:base_rows], start[:base_rows])
+        moved[ratio] = (end - start)[base_rows:].abs().sum().item()
     assert moved[10] == pytest.approx(10 * moved[1], rel=0.25)
 
 
