@@ -268,9 +268,9 @@ class Trainer:
     def _english_bpbs(self, vocabs: tuple[int | None, ...]) -> list[float]:
         """Bits per byte of the model as it is now on ``english_check`` (``merge_with_base: auto``; the tokenizer is
         loaded once for the start's measurement and the search's), for each of ``vocabs`` from one forward pass
-        (``base_rows``: the base rows only, the base model). Products in the precision training runs in (bf16
-        autocast where it trains so: 2.7x faster than float32 on SmolLM2 with 80k new tokens on 2 AMX cores, 1.8 s
-        against 4.9 s, the figure 0.03% apart), the same for every measurement auto compares."""
+        (``None``: the whole head; ``self.base_rows``: the base rows only, the base model). Products in the precision
+        training runs in (bf16 autocast where it trains so: 2.7x faster than float32 on SmolLM2 with 80k new tokens on
+        2 AMX cores, 1.8 s against 4.9 s, the figure 0.03% apart), the same for every measurement auto compares."""
         window = min(1024, self.cfg.sequence_length)
         with self._autocast(self.model):
             results = bits_per_byte_each(
